@@ -1,0 +1,238 @@
+"""Run configuration: task presets, defaults and validation → one ``RunConfig``.
+
+Every check here runs before any weights are loaded, and each failure is a single-line
+``ConfigError`` naming the bad value and what is allowed (the CLI turns it into exit code 2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .models.presets import OFFICIAL_NEGATIVE_PROMPT, PRESETS, ModelPreset, get_preset
+
+SOLVERS = ("unipc", "dpm++")
+WEIGHT_KINDS = ("auto", "diffusers", "official", "random")
+VAE_DTYPES = ("fp32", "bf16")
+DEFAULT_PROMPT = (
+    "Two anthropomorphic cats in comfy boxing gear and bright gloves fight intensely on a spotlighted stage."
+)
+
+# Files a diffusers-layout directory (Wan-AI/Wan2.2-TI2V-5B-Diffusers) must hold.
+DIFFUSERS_REQUIRED = ("transformer/config.json", "vae/config.json", "text_encoder/config.json", "tokenizer")
+# Files an official-layout directory (Wan-AI/Wan2.2-TI2V-5B) must hold.
+OFFICIAL_REQUIRED = (
+    "config.json",
+    "diffusion_pytorch_model.safetensors.index.json",
+    "models_t5_umt5-xxl-enc-bf16.pth",
+    "Wan2.2_VAE.pth",
+    "google/umt5-xxl",
+)
+
+
+@dataclass
+class RunConfig:
+    """One validated generation run. Field names are the official Wan2.2 flag names."""
+
+    task: str = "ti2v-5B"
+    size: str | None = None
+    frame_num: int | None = None
+    sample_steps: int | None = None
+    sample_shift: float | None = None
+    sample_guide_scale: float | None = None
+    sample_solver: str = "unipc"
+    base_seed: int = 42
+    prompt: str = DEFAULT_PROMPT
+    negative_prompt: str | None = None
+    image: str | None = None
+    ckpt_dir: str | None = None
+    offload_model: bool | None = None
+    t5_cpu: bool = False
+    convert_model_dtype: bool = False
+    ulysses_size: int = 1
+    save_file: str | None = None
+    report_file: str | None = None
+    weights: str = "auto"
+    memory_budget_gb: float | None = None
+    device: str | None = None
+    vae_dtype: str = "fp32"
+    # Filled by validation:
+    resolved_weights: str = field(default="", repr=False)
+    weights_note: str = field(default="", repr=False)
+
+    @property
+    def preset(self) -> ModelPreset:
+        """The task's architecture preset."""
+        return get_preset(self.task)
+
+    @property
+    def width_height(self) -> tuple[int, int]:
+        """(width, height) in pixels from ``size`` ("W*H", as the official flag)."""
+        w, h = self.size.split("*")  # type: ignore[union-attr]
+        return int(w), int(h)
+
+    @property
+    def is_i2v(self) -> bool:
+        """True when an input image makes this an image→video run."""
+        return self.image is not None
+
+    @property
+    def guidance(self) -> bool:
+        """Whether classifier-free guidance (a second, unconditional forward) is used."""
+        return self.sample_guide_scale != 1.0
+
+    @property
+    def effective_negative_prompt(self) -> str:
+        """--negative_prompt, or the official default negative prompt."""
+        return OFFICIAL_NEGATIVE_PROMPT if self.negative_prompt is None else self.negative_prompt
+
+    def to_dict(self) -> dict[str, Any]:
+        """All run flags, as recorded in reports."""
+        d = dataclasses.asdict(self)
+        d["weights_requested"] = d.pop("weights")
+        d["weights"] = d.pop("resolved_weights")
+        d.pop("weights_note")
+        return d
+
+
+def parse_bool(value: str | bool, name: str) -> bool:
+    """Parse the official str2bool flag values (True/False/1/0/yes/no)."""
+    if isinstance(value, bool):
+        return value
+    v = str(value).strip().lower()
+    if v in ("true", "1", "yes", "y", "t"):
+        return True
+    if v in ("false", "0", "no", "n", "f"):
+        return False
+    raise ConfigError(f"--{name}: {value!r} is not a boolean; allowed: True, False")
+
+
+def _missing(root: Path, required: tuple[str, ...]) -> list[str]:
+    return [r for r in required if not (root / r).exists()]
+
+
+def detect_weights(ckpt_dir: str | None, requested: str) -> tuple[str, str]:
+    """Resolve --weights against --ckpt_dir. Returns (kind, note) or raises ConfigError."""
+    if requested not in WEIGHT_KINDS:
+        raise ConfigError(f"--weights: {requested!r} is not allowed; allowed: {', '.join(WEIGHT_KINDS)}")
+    if requested == "random":
+        note = "random weights (real architecture; time/memory profile is real, the video is noise)"
+        if ckpt_dir:
+            note += f"; --ckpt_dir {ckpt_dir} ignored"
+        return "random", note
+    if not ckpt_dir:
+        if requested == "auto":
+            return "random", (
+                "random weights: no --ckpt_dir given (real architecture; time/memory profile is real, "
+                "the video is noise)"
+            )
+        raise ConfigError(f"--weights {requested} needs --ckpt_dir")
+    root = Path(ckpt_dir)
+    if not root.is_dir():
+        raise ConfigError(f"--ckpt_dir: {ckpt_dir!r} does not exist or is not a directory")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise ConfigError(f"--ckpt_dir: {ckpt_dir!r} is not readable")
+    if requested == "auto":
+        if not _missing(root, DIFFUSERS_REQUIRED):
+            requested = "diffusers"
+        elif not _missing(root, OFFICIAL_REQUIRED):
+            requested = "official"
+        elif (root / "transformer").exists() or (root / "model_index.json").exists():
+            requested = "diffusers"
+        elif (root / "config.json").exists() or (root / "Wan2.2_VAE.pth").exists():
+            requested = "official"
+        else:
+            raise ConfigError(
+                f"--ckpt_dir {ckpt_dir}: neither a diffusers layout (needs {', '.join(DIFFUSERS_REQUIRED)}) "
+                f"nor an official layout (needs {', '.join(OFFICIAL_REQUIRED)})"
+            )
+    required = DIFFUSERS_REQUIRED if requested == "diffusers" else OFFICIAL_REQUIRED
+    missing = _missing(root, required)
+    if missing:
+        raise ConfigError(f"--ckpt_dir {ckpt_dir}: missing {missing[0]} (needed for --weights {requested})")
+    return requested, f"{requested} checkpoint from {ckpt_dir}"
+
+
+def _check_image(path: str) -> None:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"--image: {path!r} does not exist or is not a file")
+    try:
+        from PIL import Image
+
+        with Image.open(p) as im:
+            im.verify()
+    except Exception as exc:  # noqa: BLE001 - any decoder error means unreadable
+        raise ConfigError(f"--image: {path!r} is not a readable image ({type(exc).__name__})") from None
+
+
+def validate(cfg: RunConfig, *, world_size: int | None = None, cuda_available: bool | None = None) -> RunConfig:
+    """Fill task defaults into ``cfg`` and check every field; raise ConfigError on the first bad one."""
+    if cfg.task not in PRESETS:
+        raise ConfigError(f"--task: {cfg.task!r} is not allowed; allowed: {', '.join(PRESETS)}")
+    p = cfg.preset
+    cfg.size = cfg.size or p.default_size
+    cfg.frame_num = p.default_frame_num if cfg.frame_num is None else cfg.frame_num
+    cfg.sample_steps = p.default_steps if cfg.sample_steps is None else cfg.sample_steps
+    cfg.sample_shift = p.default_shift if cfg.sample_shift is None else cfg.sample_shift
+    cfg.sample_guide_scale = p.default_guide_scale if cfg.sample_guide_scale is None else cfg.sample_guide_scale
+
+    if cfg.size not in p.sizes:
+        raise ConfigError(f"--size: {cfg.size!r} is not allowed for task {cfg.task}; allowed: {', '.join(p.sizes)}")
+    if cfg.frame_num < 1 or (cfg.frame_num - 1) % 4 != 0:
+        raise ConfigError(f"--frame_num: {cfg.frame_num} is not allowed; must be 4n+1 and >= 1 (e.g. 81, 121)")
+    if cfg.sample_steps < 1:
+        raise ConfigError(f"--sample_steps: {cfg.sample_steps} is not allowed; must be >= 1")
+    if cfg.sample_guide_scale < 0:
+        raise ConfigError(f"--sample_guide_scale: {cfg.sample_guide_scale} is not allowed; must be >= 0")
+    if cfg.sample_shift <= 0:
+        raise ConfigError(f"--sample_shift: {cfg.sample_shift} is not allowed; must be > 0")
+    if cfg.sample_solver not in SOLVERS:
+        raise ConfigError(f"--sample_solver: {cfg.sample_solver!r} is not allowed; allowed: {', '.join(SOLVERS)}")
+    if cfg.vae_dtype not in VAE_DTYPES:
+        raise ConfigError(f"--vae_dtype: {cfg.vae_dtype!r} is not allowed; allowed: {', '.join(VAE_DTYPES)}")
+    heads = p.num_heads
+    if cfg.ulysses_size < 1 or heads % cfg.ulysses_size != 0:
+        divisors = [d for d in range(1, heads + 1) if heads % d == 0]
+        raise ConfigError(
+            f"--ulysses_size: {cfg.ulysses_size} does not divide the {heads} attention heads of {cfg.task}; "
+            f"allowed: {', '.join(map(str, divisors))}"
+        )
+    ws = int(os.environ.get("WORLD_SIZE", "1")) if world_size is None else world_size
+    if cfg.ulysses_size > 1 and ws != cfg.ulysses_size:
+        raise ConfigError(
+            f"--ulysses_size {cfg.ulysses_size} needs {cfg.ulysses_size} processes "
+            f"(torchrun --nproc_per_node {cfg.ulysses_size}); this run has {ws}"
+        )
+    if cfg.memory_budget_gb is not None and cfg.memory_budget_gb <= 0:
+        raise ConfigError(f"--memory_budget_gb: {cfg.memory_budget_gb} is not allowed; must be > 0")
+    if cfg.image is not None:
+        _check_image(cfg.image)
+    if cfg.save_file is not None and not cfg.save_file.lower().endswith(".mp4"):
+        raise ConfigError(f"--save_file: {cfg.save_file!r} is not allowed; must end in .mp4")
+    if cfg.report_file is not None and not cfg.report_file.lower().endswith(".json"):
+        raise ConfigError(f"--report_file: {cfg.report_file!r} is not allowed; must end in .json")
+
+    if cuda_available is None:
+        import torch
+
+        cuda_available = torch.cuda.is_available()
+    if cfg.device is None:
+        cfg.device = "cuda" if cuda_available else "cpu"
+    if cfg.device.startswith("cuda") and not cuda_available:
+        raise ConfigError(f"--device: {cfg.device!r} is not available on this machine; allowed: cpu")
+    if cfg.device not in ("cpu",) and not cfg.device.startswith("cuda"):
+        raise ConfigError(f"--device: {cfg.device!r} is not allowed; allowed: cuda, cuda:N, cpu")
+    if cfg.task != "tiny" and cfg.device == "cpu":
+        raise ConfigError(f"--task {cfg.task} needs a CUDA GPU and none is available; use --task tiny on CPU")
+    if cfg.memory_budget_gb is not None and cfg.device == "cpu":
+        raise ConfigError("--memory_budget_gb needs a CUDA device (it caps GPU memory); this run is on cpu")
+    if cfg.offload_model is None:
+        # Official default: offload on a single GPU, not with several.
+        cfg.offload_model = ws == 1 and cfg.device != "cpu"
+    cfg.resolved_weights, cfg.weights_note = detect_weights(cfg.ckpt_dir, cfg.weights)
+    return cfg

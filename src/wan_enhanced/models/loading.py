@@ -1,0 +1,152 @@
+"""Load the three TI2V models (text encoder, DiT, VAE) from random init, a diffusers layout, or the
+official layout, and say how long it took and how many bytes were read."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import WeightsError
+from .presets import ModelPreset
+from .random_init import random_dit, random_t5, random_vae
+from .tokenizer import ByteTokenizer
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
+
+
+@dataclass
+class LoadInfo:
+    """How one model was obtained."""
+
+    model: str
+    kind: str
+    seconds: float
+    bytes_read: int
+    files: list[str]
+
+    @property
+    def gb_per_s(self) -> float | None:
+        """Read throughput, or None when nothing was read (random weights)."""
+        return self.bytes_read / 1e9 / self.seconds if self.bytes_read and self.seconds > 0 else None
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES) if folder.is_dir() else []
+
+
+def _strict(info: dict[str, Any], folder: Path) -> None:
+    """Turn diffusers/transformers loading info into an error naming the first bad key."""
+    files = ", ".join(p.name for p in _weight_files(folder)) or str(folder)
+    for field, what in (("missing_keys", "missing key"), ("unexpected_keys", "unexpected key"),
+                        ("mismatched_keys", "wrong shape for key")):
+        keys = sorted(info.get(field) or [], key=str)
+        if keys:
+            key = keys[0] if not isinstance(keys[0], (tuple, list)) else keys[0][0]
+            more = f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""
+            raise WeightsError(f"{folder}/{files}: {what} {key}{more}")
+    if info.get("error_msgs"):
+        raise WeightsError(f"{folder}: {str(info['error_msgs'][0]).splitlines()[0]}")
+
+
+def _from_pretrained(cls: Any, folder: Path, **kwargs: Any) -> Any:
+    if not folder.is_dir():
+        raise WeightsError(f"missing {folder}")
+    if not _weight_files(folder):
+        raise WeightsError(f"{folder}: no weight file (*.safetensors / *.bin)")
+    try:
+        model, info = cls.from_pretrained(str(folder), output_loading_info=True, **kwargs)
+    except WeightsError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - library errors become one line naming the folder
+        raise WeightsError(f"{folder}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    _strict(info, folder)
+    return model
+
+
+def _bytes(folder: Path) -> tuple[int, list[str]]:
+    files = _weight_files(folder)
+    return sum(p.stat().st_size for p in files), [str(p) for p in files]
+
+
+class ModelLoader:
+    """Builds or loads each model on request; ``kind`` is 'random', 'diffusers' or 'official'."""
+
+    def __init__(self, preset: ModelPreset, kind: str, ckpt_dir: str | None, seed: int = 0) -> None:
+        self.preset, self.kind, self.seed = preset, kind, seed
+        self.root = Path(ckpt_dir) if ckpt_dir else None
+
+    def text_encoder(self, device: torch.device, dtype: torch.dtype = torch.bfloat16) -> tuple[Any, Any, LoadInfo]:
+        """(UMT5 encoder, tokenizer, LoadInfo)."""
+        t0 = time.perf_counter()
+        nbytes, files = 0, []
+        if self.kind == "random":
+            model, tok = random_t5(self.preset, device, dtype, seed=self.seed + 2), ByteTokenizer(
+                self.preset.t5["vocab_size"])
+        elif self.kind == "diffusers":
+            from transformers import AutoTokenizer, UMT5EncoderModel
+
+            folder = self.root / "text_encoder"
+            model = _from_pretrained(UMT5EncoderModel, folder, dtype=dtype).to(device)
+            tok = _tokenizer(AutoTokenizer, self.root / "tokenizer")
+            nbytes, files = _bytes(folder)
+        else:
+            from .official import load_official_t5, load_official_tokenizer
+
+            model, stats = load_official_t5(self.root, self.preset, device, dtype)
+            tok = load_official_tokenizer(self.root)
+            nbytes, files = stats.bytes_read, list(stats.files)
+        model.eval().requires_grad_(False)
+        return model, tok, LoadInfo("text_encoder", self.kind, time.perf_counter() - t0, nbytes, files)
+
+    def dit(self, device: torch.device, dtype: torch.dtype = torch.bfloat16) -> tuple[Any, LoadInfo]:
+        """(WanTransformer3DModel, LoadInfo)."""
+        t0 = time.perf_counter()
+        nbytes, files = 0, []
+        if self.kind == "random":
+            model = random_dit(self.preset, device, dtype, seed=self.seed)
+        elif self.kind == "diffusers":
+            from diffusers import WanTransformer3DModel
+
+            folder = self.root / "transformer"
+            model = _from_pretrained(WanTransformer3DModel, folder, torch_dtype=dtype).to(device)
+            nbytes, files = _bytes(folder)
+        else:
+            from .official import load_official_dit
+
+            model, stats = load_official_dit(self.root, self.preset, device, dtype)
+            nbytes, files = stats.bytes_read, list(stats.files)
+        model.eval().requires_grad_(False)
+        return model, LoadInfo("dit", self.kind, time.perf_counter() - t0, nbytes, files)
+
+    def vae(self, device: torch.device, dtype: torch.dtype = torch.float32) -> tuple[Any, LoadInfo]:
+        """(AutoencoderKLWan, LoadInfo)."""
+        t0 = time.perf_counter()
+        nbytes, files = 0, []
+        if self.kind == "random":
+            model = random_vae(self.preset, device, dtype, seed=self.seed + 1)
+        elif self.kind == "diffusers":
+            from diffusers import AutoencoderKLWan
+
+            folder = self.root / "vae"
+            model = _from_pretrained(AutoencoderKLWan, folder, torch_dtype=dtype).to(device)
+            nbytes, files = _bytes(folder)
+        else:
+            from .official import load_official_vae
+
+            model, stats = load_official_vae(self.root, self.preset, device, dtype)
+            nbytes, files = stats.bytes_read, list(stats.files)
+        model.eval().requires_grad_(False)
+        return model, LoadInfo("vae", self.kind, time.perf_counter() - t0, nbytes, files)
+
+
+def _tokenizer(cls: Any, folder: Path) -> Any:
+    if not folder.is_dir():
+        raise WeightsError(f"missing {folder}")
+    try:
+        return cls.from_pretrained(str(folder))
+    except Exception as exc:  # noqa: BLE001
+        raise WeightsError(f"{folder}: tokenizer could not be loaded ({type(exc).__name__})") from exc

@@ -1,0 +1,279 @@
+"""The TI2V-5B generation pipeline as explicit stages a monitor can wrap.
+
+Built on diffusers' ``WanTransformer3DModel``, ``AutoencoderKLWan`` and flow ``UniPC`` /
+``DPM++`` schedulers and transformers' ``UMT5EncoderModel``. The arithmetic of each step is that of
+diffusers' ``WanPipeline(expand_timesteps=True)`` (text→video) and
+``WanImageToVideoPipeline(expand_timesteps=True)`` (image→video): a per-token timestep where the
+first latent frame (the VAE-encoded image in i2v) gets timestep 0 and is re-blended every step.
+
+Stages, in order: ``Load_Text_Encoder``, ``Text_Encoding``, [``Load_VAE``, ``Image_Encoding``],
+``Load_DiT``, ``Denoising`` (with ``Step_0`` … ``Step_{n-1}``), [``Load_VAE``], ``VAE_Decoding``,
+``Save_Video``. The pipeline never formats or measures; it only names its stages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
+from diffusers.video_processor import VideoProcessor
+from tqdm.auto import tqdm
+
+from .config import RunConfig
+from .models.loading import LoadInfo, ModelLoader
+from .residency import Residency
+from .video import save_mp4
+
+log = logging.getLogger("wan_enhanced")
+
+
+class StageMonitor(Protocol):
+    """What the pipeline needs from a monitor (``wan_enhanced.monitor.Monitor`` has it)."""
+
+    def stage(self, name: str, comment: str = "") -> contextlib.AbstractContextManager[Any]: ...
+
+    def add_flops(self, flops: float, source: str = "analytic") -> None: ...
+
+
+class NullMonitor:
+    """A monitor that records nothing."""
+
+    def stage(self, name: str, comment: str = "") -> contextlib.AbstractContextManager[Any]:
+        """No-op stage."""
+        return contextlib.nullcontext()
+
+    def add_flops(self, flops: float, source: str = "analytic") -> None:
+        """Ignore FLOPs."""
+
+
+def make_scheduler(solver: str, shift: float) -> Any:
+    """Flow-matching UniPC (default) or DPM++ scheduler with ``flow_shift = shift``."""
+    common = dict(num_train_timesteps=1000, prediction_type="flow_prediction", use_flow_sigmas=True,
+                  flow_shift=shift)
+    if solver == "unipc":
+        return UniPCMultistepScheduler(**common, solver_order=2)
+    if solver == "dpm++":
+        return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2)
+    raise ValueError(f"unknown solver {solver!r}")
+
+
+@dataclass
+class GenerationResult:
+    """What a run produced (tensors stay on the CPU)."""
+
+    latents: torch.Tensor | None = None
+    frames: np.ndarray | None = None
+    video_path: str | None = None
+    load_info: list[LoadInfo] = field(default_factory=list)
+    tokenizer: str = ""
+
+
+class TI2VPipeline:
+    """Text/image → video for Wan2.2 TI2V-5B (and the tiny preset), one method per stage."""
+
+    def __init__(self, cfg: RunConfig, monitor: StageMonitor | None = None, progress: bool = True) -> None:
+        self.cfg = cfg
+        self.preset = cfg.preset
+        self.monitor: StageMonitor = monitor or NullMonitor()
+        self.device = torch.device(cfg.device or "cpu")
+        self.dtype = torch.bfloat16
+        self.vae_dtype = torch.float32 if cfg.vae_dtype == "fp32" else torch.bfloat16
+        self.residency = Residency(self.device, bool(cfg.offload_model))
+        self.loader = ModelLoader(self.preset, cfg.resolved_weights or "random", cfg.ckpt_dir)
+        self.progress = progress
+        self.current_stage: str | None = None
+        self.result = GenerationResult()
+        self.text_encoder = self.tokenizer = self.dit = self.vae = None
+
+    # ---- helpers -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def stage(self, name: str, comment: str = "") -> Iterator[None]:
+        """Run a block as a named stage of the monitor (and remember it for error reports)."""
+        self.current_stage = name
+        with self.monitor.stage(name, comment=comment):
+            yield
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int, int, int]:
+        """(1, C, T, H, W) of the latent video."""
+        w, h = self.cfg.width_height
+        st, sh, sw = self.preset.vae_stride
+        return (1, self.preset.vae["z_dim"], (self.cfg.frame_num - 1) // st + 1, h // sh, w // sw)
+
+    @property
+    def num_tokens(self) -> int:
+        """Video tokens the DiT attends over."""
+        _, _, t, h, w = self.latent_shape
+        pt, ph, pw = self.preset.patch_size
+        return (t // pt) * (h // ph) * (w // pw)
+
+    def _latent_stats(self, vae: Any, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        z = vae.config.z_dim
+        mean = torch.tensor(vae.config.latents_mean).view(1, z, 1, 1, 1).to(device, dtype)
+        inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1).to(device, dtype)
+        return mean, inv_std
+
+    # ---- stages --------------------------------------------------------------------------
+    def load_text_encoder(self) -> None:
+        """Build/load the UMT5 encoder and tokenizer (on the CPU with --t5_cpu)."""
+        device = torch.device("cpu") if self.cfg.t5_cpu else self.device
+        with self.stage("Load_Text_Encoder", "Model Load (T5)"):
+            self.text_encoder, self.tokenizer, info = self.loader.text_encoder(device, self.dtype)
+        self.result.load_info.append(info)
+        self.result.tokenizer = getattr(self.tokenizer, "name", type(self.tokenizer).__name__)
+
+    @torch.no_grad()
+    def encode_text(self, prompt: str, negative_prompt: str | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Prompt (and negative prompt when CFG is on) → padded embeddings on the compute device."""
+        t5 = self.text_encoder
+        with self.stage("Text_Encoding", "T5 on CPU" if self.cfg.t5_cpu else "T5 encode"):
+            if not self.cfg.t5_cpu:
+                t5 = self.residency.acquire(t5)
+            ctx = self._t5(t5, prompt)
+            ctx_null = self._t5(t5, negative_prompt) if self.cfg.guidance and negative_prompt is not None else None
+            if not self.cfg.t5_cpu:
+                self.residency.release(t5)
+        return ctx, ctx_null
+
+    def _t5(self, t5: Any, text: str) -> torch.Tensor:
+        text_len = self.preset.text_len
+        dev = next(t5.parameters()).device
+        tok = self.tokenizer([" ".join(text.split())], padding="max_length", max_length=text_len,
+                             truncation=True, add_special_tokens=True, return_attention_mask=True,
+                             return_tensors="pt")
+        ids, mask = tok.input_ids.to(dev), tok.attention_mask.to(dev)
+        seq_len = int(mask.gt(0).sum())
+        hidden = t5(ids, mask).last_hidden_state[0, :seq_len]
+        out = torch.zeros(1, text_len, hidden.shape[-1], dtype=self.dtype, device=self.device)
+        out[0, :seq_len] = hidden.to(self.device, self.dtype)
+        return out
+
+    def load_vae(self) -> None:
+        """Build/load the Wan2.2 VAE."""
+        with self.stage("Load_VAE", "Model Load (VAE)"):
+            self.vae, info = self.loader.vae(self.device, self.vae_dtype)
+        self.result.load_info.append(info)
+
+    @torch.no_grad()
+    def encode_image(self, image_path: str) -> torch.Tensor:
+        """The conditioning image → normalised first-frame latent (1, C, 1, h, w), fp32."""
+        from PIL import Image
+
+        w, h = self.cfg.width_height
+        with self.stage("Image_Encoding", "VAE encode (i2v)"):
+            vae = self.residency.acquire(self.vae)
+            image = Image.open(image_path).convert("RGB")
+            pixels = VideoProcessor(vae_scale_factor=self.preset.vae_stride[1]).preprocess(
+                image, height=h, width=w, resize_mode="crop")
+            pixels = pixels.to(self.device, torch.float32).unsqueeze(2).to(self.vae_dtype)
+            z = vae.encode(pixels).latent_dist.mode().to(torch.float32)
+            mean, inv_std = self._latent_stats(vae, self.device, torch.float32)
+            cond = (z - mean) * inv_std
+            self.residency.release(vae)
+        return cond
+
+    def load_dit(self) -> None:
+        """Build/load the diffusion transformer."""
+        with self.stage("Load_DiT", "Model Load (DiT)"):
+            self.dit, info = self.loader.dit(self.device, self.dtype)
+        self.result.load_info.append(info)
+
+    def initial_noise(self) -> torch.Tensor:
+        """Gaussian latent noise from a CPU generator seeded with --base_seed (device independent)."""
+        g = torch.Generator("cpu").manual_seed(self.cfg.base_seed)
+        return torch.randn(self.latent_shape, generator=g, dtype=torch.float32).to(self.device)
+
+    @torch.no_grad()
+    def denoise(self, ctx: torch.Tensor, ctx_null: torch.Tensor | None, cond: torch.Tensor | None = None,
+                latents: torch.Tensor | None = None) -> torch.Tensor:
+        """The sampling loop: one ``Step_i`` stage per step, CFG as two batch-1 forwards."""
+        cfg = self.cfg
+        scheduler = make_scheduler(cfg.sample_solver, cfg.sample_shift)
+        latents = self.initial_noise() if latents is None else latents.to(self.device, torch.float32)
+        mask = torch.ones(latents.shape, dtype=torch.float32, device=self.device)
+        if cond is not None:
+            mask[:, :, 0] = 0
+        with self.stage("Denoising", f"{cfg.sample_steps} steps, {'CFG' if ctx_null is not None else 'no CFG'}"):
+            dit = self.residency.acquire(self.dit)
+            scheduler.set_timesteps(cfg.sample_steps, device=self.device)
+            scheduler.set_begin_index(0)
+            flops = self._forward_flops()
+            n_fwd = 2 if ctx_null is not None else 1
+            steps = tqdm(scheduler.timesteps, desc="denoise", disable=not self.progress, leave=False)
+            for i, t in enumerate(steps):
+                with self.stage(f"Step_{i}", "Compute Heavy"):
+                    model_in = latents if cond is None else (1 - mask) * cond + mask * latents
+                    model_in = model_in.to(self.dtype)
+                    timestep = (mask[0][0][:, ::2, ::2] * t).flatten().unsqueeze(0)
+                    noise = dit(hidden_states=model_in, timestep=timestep, encoder_hidden_states=ctx,
+                                return_dict=False)[0]
+                    if ctx_null is not None:
+                        uncond = dit(hidden_states=model_in, timestep=timestep, encoder_hidden_states=ctx_null,
+                                     return_dict=False)[0]
+                        noise = uncond + cfg.sample_guide_scale * (noise - uncond)
+                    latents = scheduler.step(noise, t, latents, return_dict=False)[0]
+                    if flops is not None:
+                        self.monitor.add_flops(flops * n_fwd)
+            if cond is not None:
+                latents = (1 - mask) * cond + mask * latents
+            self.residency.release(dit)
+        self.result.latents = latents.detach().to("cpu")
+        return latents
+
+    def _forward_flops(self) -> float | None:
+        try:
+            from .monitor.flops import dit_forward_flops
+        except ImportError:  # pragma: no cover - monitor not installed
+            return None
+        return float(dit_forward_flops(self.preset.dit, num_tokens=self.num_tokens, text_len=self.preset.text_len,
+                                       per_token_timestep=True)["total"])
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        """Latents → frames (F, H, W, 3) floats in [0, 1] on the CPU."""
+        with self.stage("VAE_Decoding", f"VAE decode ({self.cfg.vae_dtype})"):
+            vae = self.residency.acquire(self.vae)
+            mean, inv_std = self._latent_stats(vae, self.device, self.vae_dtype)
+            z = latents.to(self.device, self.vae_dtype) / inv_std + mean
+            video = vae.decode(z, return_dict=False)[0]
+            frames = VideoProcessor(vae_scale_factor=self.preset.vae_stride[1]).postprocess_video(
+                video.float(), output_type="np")[0]
+            self.residency.release(vae)
+        self.result.frames = frames
+        return frames
+
+    def save(self, frames: np.ndarray, path: str) -> str:
+        """Write the mp4 at the preset's fps."""
+        with self.stage("Save_Video", "I/O"):
+            out = str(save_mp4(frames, path, fps=self.preset.fps))
+        self.result.video_path = out
+        return out
+
+    # ---- whole run -----------------------------------------------------------------------
+    def generate(self) -> GenerationResult:
+        """Run every stage in order; returns latents, frames and the video path."""
+        cfg = self.cfg
+        self.load_text_encoder()
+        ctx, ctx_null = self.encode_text(cfg.prompt, cfg.effective_negative_prompt)
+        if cfg.offload_model or cfg.t5_cpu:
+            self.text_encoder = None  # the embeddings are all we need from here on
+        cond = None
+        if cfg.is_i2v:
+            self.load_vae()
+            cond = self.encode_image(cfg.image)  # type: ignore[arg-type]
+        self.load_dit()
+        latents = self.denoise(ctx, ctx_null, cond)
+        if cfg.offload_model:
+            self.dit = None
+        if self.vae is None:
+            self.load_vae()
+        frames = self.decode(latents)
+        if cfg.save_file:
+            self.save(frames, cfg.save_file)
+        return self.result

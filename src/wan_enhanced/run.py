@@ -1,0 +1,99 @@
+"""One monitored generation: config → pipeline under the monitor → JSON report.
+
+This is the composition root of ``generate``: it owns the monitor's lifetime, turns failures
+(out-of-memory under a budget included) into a report with a status instead of a lost run, and
+keeps what was already computed (latents are saved when decoding fails).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .config import RunConfig
+from .pipeline import GenerationResult, TI2VPipeline
+from .residency import apply_memory_budget
+
+log = logging.getLogger("wan_enhanced")
+
+
+@dataclass
+class RunOutcome:
+    """Result of :func:`run_generation`: what was produced, the report, and an exit code."""
+
+    result: GenerationResult
+    report: dict[str, Any] | None
+    status: str
+    exit_code: int
+    message: str = ""
+
+
+def _error_status(exc: BaseException, cfg: RunConfig) -> tuple[str, str]:
+    if isinstance(exc, torch.OutOfMemoryError):
+        if cfg.memory_budget_gb is not None:
+            return "oom", f"does not fit within {cfg.memory_budget_gb:g} GB"
+        return "oom", "out of GPU memory"
+    return "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+def run_generation(cfg: RunConfig, *, progress: bool = True, sample_interval_s: float = 0.1,
+                   monitor_enabled: bool = True) -> RunOutcome:
+    """Run the pipeline for a validated ``cfg`` under a Monitor; write the report if asked."""
+    from .monitor import Monitor
+    from .report.schema import build_report, write_report
+
+    device = torch.device(cfg.device or "cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    budget = apply_memory_budget(device, cfg.memory_budget_gb)
+    monitor = Monitor(device=device if device.type == "cuda" else None, sample_interval_s=sample_interval_s,
+                      sampler=monitor_enabled)
+    pipe = TI2VPipeline(cfg, monitor=monitor, progress=progress)
+    log.info("weights: %s", cfg.weights_note)
+    status, message, error = "ok", "", None
+    monitor.start()
+    try:
+        with monitor.stage("Total", "End to end"):
+            pipe.generate()
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - recorded in the report, re-raised below
+        status, message = _error_status(exc, cfg)
+        error = {"stage": pipe.current_stage, "type": type(exc).__name__, "message": message}
+        if pipe.result.latents is not None and cfg.save_file:
+            path = cfg.save_file + ".latents.pt"
+            torch.save(pipe.result.latents, path)
+            error["saved_latents"] = path
+            message += f" (denoised latents kept in {path})"
+        if isinstance(exc, KeyboardInterrupt) or status == "failed" and not cfg.report_file:
+            monitor.stop()
+            raise
+    finally:
+        monitor.stop()
+    frames = pipe.result.frames
+    outputs = {
+        "video": pipe.result.video_path,
+        "frames": None if frames is None else int(frames.shape[0]),
+        "height": None if frames is None else int(frames.shape[1]),
+        "width": None if frames is None else int(frames.shape[2]),
+    }
+    weights = {
+        "kind": cfg.resolved_weights, "source": cfg.ckpt_dir, "note": cfg.weights_note,
+        "tokenizer": pipe.result.tokenizer,
+        "load": [{"model": i.model, "seconds": i.seconds, "bytes_read": i.bytes_read, "gb_per_s": i.gb_per_s,
+                  "files": i.files} for i in pipe.result.load_info],
+    }
+    run = cfg.to_dict()
+    run["residency"] = pipe.residency.policy
+    run["memory_budget"] = budget
+    run["num_tokens"] = pipe.num_tokens
+    run["latent_shape"] = list(pipe.latent_shape)
+    report = build_report(monitor, run=run, weights=weights, outputs=outputs, status=status, error=error)
+    if cfg.report_file:
+        write_report(cfg.report_file, report)
+    code = 0 if status == "ok" else 1
+    if status != "ok":
+        print(f"error: stage {error['stage']}: {message}", file=sys.stderr)
+    return RunOutcome(pipe.result, report, status, code, message)

@@ -1,0 +1,92 @@
+"""Tiny-preset generation on CPU: mp4 output, determinism, CLI validation errors (exit 2, one line)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from wan_enhanced.pipeline import TI2VPipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(cfg):
+    return TI2VPipeline(cfg, progress=False).generate()
+
+
+@pytest.mark.parametrize("mode", ["t2v", "i2v"])
+def test_writes_mp4_with_requested_frames_and_size(tiny_cfg, tiny_image, tmp_path, mode):
+    out = tmp_path / f"{mode}.mp4"
+    cfg = tiny_cfg(size="96*64", frame_num=13, save_file=str(out), image=tiny_image if mode == "i2v" else None)
+    res = _run(cfg)
+    video = iio.imread(out)
+    assert video.shape == (13, 64, 96, 3)  # frames, height, width (size is W*H)
+    assert res.frames.shape == (13, 64, 96, 3)
+    assert res.latents.shape == (1, 8, 4, 4, 6)
+
+
+def test_same_seed_same_output_different_seed_differs(tiny_cfg):
+    a = _run(tiny_cfg(base_seed=1)).latents
+    b = _run(tiny_cfg(base_seed=1)).latents
+    c = _run(tiny_cfg(base_seed=2)).latents
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+
+
+def test_i2v_depends_on_the_image(tiny_cfg, tiny_image, tmp_path):
+    from PIL import Image
+
+    other = tmp_path / "other.png"
+    Image.fromarray(np.full((64, 64, 3), 200, np.uint8)).save(other)
+    a = _run(tiny_cfg(image=tiny_image)).latents
+    b = _run(tiny_cfg(image=str(other))).latents
+    assert not torch.allclose(a[:, :, 0], b[:, :, 0])
+
+
+def _cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "generate.py"), *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=120)
+
+
+BAD = [
+    (["--task", "ti2v-5B", "--size", "1280*720"], "--size: '1280*720' is not allowed for task ti2v-5B; allowed: 1280*704, 704*1280"),
+    (["--task", "tiny", "--frame_num", "10"], "--frame_num: 10 is not allowed; must be 4n+1"),
+    (["--task", "tiny", "--frame_num", "-3"], "--frame_num: -3 is not allowed"),
+    (["--task", "tiny", "--sample_steps", "0"], "--sample_steps: 0 is not allowed; must be >= 1"),
+    (["--task", "tiny", "--sample_guide_scale", "-1"], "--sample_guide_scale: -1.0 is not allowed; must be >= 0"),
+    (["--task", "tiny", "--image", "/nonexistent.png"], "--image: '/nonexistent.png' does not exist"),
+    (["--task", "tiny", "--ckpt_dir", "/nonexistent_dir"], "--ckpt_dir: '/nonexistent_dir' does not exist"),
+    (["--task", "ti2v-5B", "--ulysses_size", "5"], "--ulysses_size: 5 does not divide the 24 attention heads"),
+    (["--task", "t2v-A14B"], "--task: 't2v-A14B' is not allowed; allowed: ti2v-5B, tiny"),
+    (["--task", "tiny", "--sample_solver", "euler"], "--sample_solver: 'euler' is not allowed; allowed: unipc, dpm++"),
+    (["--task", "tiny", "--weights", "magic"], "--weights: 'magic' is not allowed"),
+    (["--task", "tiny", "--offload_model", "maybe"], "'maybe' is not a boolean"),
+]
+
+
+@pytest.mark.parametrize("args,expected", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_is_one_line_exit_2(args, expected):
+    proc = _cli(*args, "--device", "cpu")
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
+
+
+def test_unreadable_image_and_incomplete_ckpt_dir(tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    proc = _cli("--task", "tiny", "--device", "cpu", "--image", str(bad))
+    assert proc.returncode == 2 and "is not a readable image" in proc.stderr
+    ck = tmp_path / "ck"
+    (ck / "transformer").mkdir(parents=True)
+    (ck / "transformer" / "config.json").write_text("{}")
+    proc = _cli("--task", "tiny", "--device", "cpu", "--ckpt_dir", str(ck))
+    assert proc.returncode == 2
+    assert "missing vae/config.json (needed for --weights diffusers)" in proc.stderr
