@@ -11,11 +11,12 @@ import torch
 from diffusers import WanImageToVideoPipeline, WanPipeline
 from PIL import Image
 
+from wan_enhanced.fastpath import FastPath
 from wan_enhanced.pipeline import TI2VPipeline, make_scheduler
 
 
-def _ours(cfg):
-    pipe = TI2VPipeline(cfg, progress=False)
+def _ours(cfg, fast=None):
+    pipe = TI2VPipeline(cfg, progress=False, fast=fast)
     pipe.load_text_encoder()
     ctx, ctx_null = pipe.encode_text(cfg.prompt, cfg.effective_negative_prompt)
     cond = None
@@ -29,10 +30,11 @@ def _ours(cfg):
     return pipe, ctx, ctx_null, latents
 
 
-@pytest.mark.parametrize("solver", ["unipc", "dpm++"])
-def test_t2v_latents_equal_diffusers_wanpipeline(tiny_cfg, solver):
+@pytest.mark.parametrize("solver,scalar_timestep", [("unipc", True), ("dpm++", True), ("unipc", False)])
+def test_t2v_latents_equal_diffusers_wanpipeline(tiny_cfg, solver, scalar_timestep):
+    """Also covers the fast path's scalar timestep: on CPU it is bit-identical to the per-token path."""
     cfg = tiny_cfg(sample_steps=4, sample_solver=solver, base_seed=7)
-    pipe, ctx, ctx_null, ours = _ours(cfg)
+    pipe, ctx, ctx_null, ours = _ours(cfg, FastPath(scalar_timestep=scalar_timestep))
     ref = WanPipeline(tokenizer=None, text_encoder=None, vae=pipe.vae, transformer=pipe.dit,
                       scheduler=make_scheduler(solver, cfg.sample_shift), expand_timesteps=True)
     ref.set_progress_bar_config(disable=True)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from .config import SOLVERS, VAE_DTYPES, WEIGHT_KINDS, RunConfig, parse_bool, validate
 from .errors import UserError
+from .fastpath import ATTENTION_BACKENDS, COMPILE_MODES
 from .models.presets import PRESETS
 
 
@@ -57,7 +58,11 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report_file", default=None, help="write the JSON performance report here")
     p.add_argument("--memory_budget_gb", type=float, default=None,
                    help="cap this process's GPU memory (does it fit a 24/16 GB card?)")
-    p.add_argument("--vae_dtype", default="fp32", help=f"one of {', '.join(VAE_DTYPES)}")
+    p.add_argument("--vae_dtype", default="auto",
+                   help=f"one of {', '.join(VAE_DTYPES)} (auto: bf16 on GPU, fp32 on CPU)")
+    p.add_argument("--compile", default="auto",
+                   help=f"one of {', '.join(COMPILE_MODES)} (auto: regional torch.compile of the DiT blocks on GPU)")
+    p.add_argument("--attention_backend", default="auto", help=f"one of {', '.join(ATTENTION_BACKENDS)}")
     p.add_argument("--device", default=None, help="cuda (default when present), cuda:N or cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

@@ -6,9 +6,8 @@ diffusers' ``WanPipeline(expand_timesteps=True)`` (text→video) and
 ``WanImageToVideoPipeline(expand_timesteps=True)`` (image→video): a per-token timestep where the
 first latent frame (the VAE-encoded image in i2v) gets timestep 0 and is re-blended every step.
 
-Stages, in order: ``Load_Text_Encoder``, ``Text_Encoding``, [``Load_VAE``, ``Image_Encoding``],
-``Load_DiT``, ``Denoising`` (with ``Step_0`` … ``Step_{n-1}``), [``Load_VAE``], ``VAE_Decoding``,
-``Save_Video``. The pipeline never formats or measures; it only names its stages.
+Stages, in order: ``Load_Text_Encoder``, ``Text_Encoding``, ``Load_VAE``, [``Image_Encoding``],
+``Load_DiT``, ``Denoising`` (with ``Step_0`` … ``Step_{n-1}``), ``VAE_Decoding``, ``Save_Video``. The pipeline never formats or measures; it only names its stages.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ from diffusers.video_processor import VideoProcessor
 from tqdm.auto import tqdm
 
 from .config import RunConfig
+from .fastpath import FastPath
 from .models.loading import LoadInfo, ModelLoader
 from .residency import Residency
 from .video import save_mp4
@@ -77,14 +77,17 @@ class GenerationResult:
 class TI2VPipeline:
     """Text/image → video for Wan2.2 TI2V-5B (and the tiny preset), one method per stage."""
 
-    def __init__(self, cfg: RunConfig, monitor: StageMonitor | None = None, progress: bool = True) -> None:
+    def __init__(self, cfg: RunConfig, monitor: StageMonitor | None = None, progress: bool = True,
+                 fast: FastPath | None = None) -> None:
         self.cfg = cfg
         self.preset = cfg.preset
         self.monitor: StageMonitor = monitor or NullMonitor()
         self.device = torch.device(cfg.device or "cpu")
         self.dtype = torch.bfloat16
         self.vae_dtype = torch.float32 if cfg.vae_dtype == "fp32" else torch.bfloat16
-        self.residency = Residency(self.device, bool(cfg.offload_model))
+        self.residency = Residency(self.device, "offload" if cfg.offload_model else "resident")
+        self.fast = (fast or FastPath(compile=cfg.compile, attention_backend=cfg.attention_backend)).resolve(self.device)
+        self.fast.apply_global()
         self.loader = ModelLoader(self.preset, cfg.resolved_weights or "random", cfg.ckpt_dir)
         self.progress = progress
         self.current_stage: str | None = None
@@ -125,6 +128,8 @@ class TI2VPipeline:
         device = torch.device("cpu") if self.cfg.t5_cpu else self.device
         with self.stage("Load_Text_Encoder", "Model Load (T5)"):
             self.text_encoder, self.tokenizer, info = self.loader.text_encoder(device, self.dtype)
+            if not self.cfg.t5_cpu:
+                self.residency.park(self.text_encoder)
         self.result.load_info.append(info)
         self.result.tokenizer = getattr(self.tokenizer, "name", type(self.tokenizer).__name__)
 
@@ -158,6 +163,7 @@ class TI2VPipeline:
         """Build/load the Wan2.2 VAE."""
         with self.stage("Load_VAE", "Model Load (VAE)"):
             self.vae, info = self.loader.vae(self.device, self.vae_dtype)
+            self.residency.park(self.vae)
         self.result.load_info.append(info)
 
     @torch.no_grad()
@@ -182,6 +188,8 @@ class TI2VPipeline:
         """Build/load the diffusion transformer."""
         with self.stage("Load_DiT", "Model Load (DiT)"):
             self.dit, info = self.loader.dit(self.device, self.dtype)
+            self.residency.park(self.dit)
+            self.fast.apply_dit(self.dit)
         self.result.load_info.append(info)
 
     def initial_noise(self) -> torch.Tensor:
@@ -203,14 +211,19 @@ class TI2VPipeline:
             dit = self.residency.acquire(self.dit)
             scheduler.set_timesteps(cfg.sample_steps, device=self.device)
             scheduler.set_begin_index(0)
-            flops = self._forward_flops()
+            flops = self._forward_flops(per_token=cond is not None or not self.fast.scalar_timestep)
             n_fwd = 2 if ctx_null is not None else 1
             steps = tqdm(scheduler.timesteps, desc="denoise", disable=not self.progress, leave=False)
             for i, t in enumerate(steps):
                 with self.stage(f"Step_{i}", "Compute Heavy"):
                     model_in = latents if cond is None else (1 - mask) * cond + mask * latents
                     model_in = model_in.to(self.dtype)
-                    timestep = (mask[0][0][:, ::2, ::2] * t).flatten().unsqueeze(0)
+                    if cond is None and self.fast.scalar_timestep:
+                        timestep = t.expand(1)  # every token has timestep t: embed it once
+                    else:
+                        timestep = (mask[0][0][:, ::2, ::2] * t).flatten().unsqueeze(0)
+                    if i == cfg.sample_steps - 1:
+                        self.residency.prefetch(self.vae)  # the decoder's weights arrive while we compute
                     noise = dit(hidden_states=model_in, timestep=timestep, encoder_hidden_states=ctx,
                                 return_dict=False)[0]
                     if ctx_null is not None:
@@ -226,13 +239,13 @@ class TI2VPipeline:
         self.result.latents = latents.detach().to("cpu")
         return latents
 
-    def _forward_flops(self) -> float | None:
+    def _forward_flops(self, per_token: bool) -> float | None:
         try:
             from .monitor.flops import dit_forward_flops
         except ImportError:  # pragma: no cover - monitor not installed
             return None
         return float(dit_forward_flops(self.preset.dit, num_tokens=self.num_tokens, text_len=self.preset.text_len,
-                                       per_token_timestep=True)["total"])
+                                       per_token_timestep=per_token).total)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> np.ndarray:
@@ -263,16 +276,12 @@ class TI2VPipeline:
         ctx, ctx_null = self.encode_text(cfg.prompt, cfg.effective_negative_prompt)
         if cfg.offload_model or cfg.t5_cpu:
             self.text_encoder = None  # the embeddings are all we need from here on
-        cond = None
-        if cfg.is_i2v:
-            self.load_vae()
-            cond = self.encode_image(cfg.image)  # type: ignore[arg-type]
+        self.load_vae()
+        cond = self.encode_image(cfg.image) if cfg.is_i2v else None  # type: ignore[arg-type]
         self.load_dit()
         latents = self.denoise(ctx, ctx_null, cond)
         if cfg.offload_model:
             self.dit = None
-        if self.vae is None:
-            self.load_vae()
         frames = self.decode(latents)
         if cfg.save_file:
             self.save(frames, cfg.save_file)
