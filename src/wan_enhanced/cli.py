@@ -54,7 +54,10 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--convert_model_dtype", action="store_true",
                    help="cast the DiT to bf16 (always done here: bf16 is the default)")
     p.add_argument("--ulysses_size", type=int, default=1, help="Ulysses sequence-parallel degree (torchrun)")
+    p.add_argument("--cfg_parallel", action="store_true",
+                   help="run the cond/uncond CFG passes on two GPU groups (torchrun, N = 2 x ulysses_size)")
     p.add_argument("--save_file", default=None, help="output .mp4 (24 fps)")
+    p.add_argument("--save_latents", default=None, help="also save the denoised latents (torch .pt)")
     p.add_argument("--report_file", default=None, help="write the JSON performance report here")
     p.add_argument("--memory_budget_gb", type=float, default=None,
                    help="cap this process's GPU memory (does it fit a 24/16 GB card?)")

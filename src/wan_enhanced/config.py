@@ -55,8 +55,10 @@ class RunConfig:
     t5_cpu: bool = False
     convert_model_dtype: bool = False
     ulysses_size: int = 1
+    cfg_parallel: bool = False
     save_file: str | None = None
     report_file: str | None = None
+    save_latents: str | None = None
     weights: str = "auto"
     memory_budget_gb: float | None = None
     device: str | None = None
@@ -207,11 +209,19 @@ def validate(cfg: RunConfig, *, world_size: int | None = None, cuda_available: b
             f"allowed: {', '.join(map(str, divisors))}"
         )
     ws = int(os.environ.get("WORLD_SIZE", "1")) if world_size is None else world_size
-    if cfg.ulysses_size > 1 and ws != cfg.ulysses_size:
-        raise ConfigError(
-            f"--ulysses_size {cfg.ulysses_size} needs {cfg.ulysses_size} processes "
-            f"(torchrun --nproc_per_node {cfg.ulysses_size}); this run has {ws}"
-        )
+    w, h = cfg.width_height
+    st, sh, sw = p.vae_stride
+    pt, ph, pw = p.patch_size
+    tokens = (((cfg.frame_num - 1) // st + 1) // pt) * ((h // sh) // ph) * ((w // sw) // pw)
+    if tokens % cfg.ulysses_size != 0:
+        raise ConfigError(f"--ulysses_size: {cfg.ulysses_size} does not divide the {tokens} video tokens of "
+                          f"{cfg.size} x {cfg.frame_num} frames; choose a size/frame_num whose token count it divides")
+    if cfg.cfg_parallel and not cfg.guidance:
+        raise ConfigError("--cfg_parallel needs classifier-free guidance; --sample_guide_scale 1 turns it off")
+    needed = cfg.ulysses_size * (2 if cfg.cfg_parallel else 1)
+    if ws != needed:
+        how = f"--ulysses_size {cfg.ulysses_size}" + (" x 2 (--cfg_parallel)" if cfg.cfg_parallel else "")
+        raise ConfigError(f"{how} needs {needed} processes (torchrun --nproc_per_node {needed}); this run has {ws}")
     if cfg.memory_budget_gb is not None and cfg.memory_budget_gb <= 0:
         raise ConfigError(f"--memory_budget_gb: {cfg.memory_budget_gb} is not allowed; must be > 0")
     if cfg.image is not None:

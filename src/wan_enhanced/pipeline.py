@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from .config import RunConfig
 from .fastpath import FastPath
 from .models.loading import LoadInfo, ModelLoader
+from .parallel import ParallelContext, apply_ulysses
 from .residency import Residency
 from .video import save_mp4
 
@@ -78,13 +79,16 @@ class TI2VPipeline:
     """Text/image → video for Wan2.2 TI2V-5B (and the tiny preset), one method per stage."""
 
     def __init__(self, cfg: RunConfig, monitor: StageMonitor | None = None, progress: bool = True,
-                 fast: FastPath | None = None) -> None:
+                 fast: FastPath | None = None, parallel: ParallelContext | None = None) -> None:
         self.cfg = cfg
         self.preset = cfg.preset
         self.monitor: StageMonitor = monitor or NullMonitor()
         self.device = torch.device(cfg.device or "cpu")
         self.dtype = torch.bfloat16
         self.vae_dtype = torch.float32 if cfg.vae_dtype == "fp32" else torch.bfloat16
+        self.par = parallel or ParallelContext()
+        if fast is None and self.par.ulysses_size > 1 and cfg.compile == "auto":
+            fast = FastPath(compile="none", attention_backend=cfg.attention_backend)  # CP hooks stay eager
         self.residency = Residency(self.device, "offload" if cfg.offload_model else "resident")
         self.fast = (fast or FastPath(compile=cfg.compile, attention_backend=cfg.attention_backend)).resolve(self.device)
         self.fast.apply_global()
@@ -189,6 +193,7 @@ class TI2VPipeline:
         with self.stage("Load_DiT", "Model Load (DiT)"):
             self.dit, info = self.loader.dit(self.device, self.dtype)
             self.residency.park(self.dit)
+            apply_ulysses(self.dit, self.par)
             self.fast.apply_dit(self.dit)
         self.result.load_info.append(info)
 
@@ -224,15 +229,24 @@ class TI2VPipeline:
                         timestep = (mask[0][0][:, ::2, ::2] * t).flatten().unsqueeze(0)
                     if i == cfg.sample_steps - 1:
                         self.residency.prefetch(self.vae)  # the decoder's weights arrive while we compute
-                    noise = dit(hidden_states=model_in, timestep=timestep, encoder_hidden_states=ctx,
-                                return_dict=False)[0]
-                    if ctx_null is not None:
+                    if ctx_null is not None and self.par.cfg_parallel:
+                        mine = ctx if self.par.cfg_rank == 0 else ctx_null
+                        pred = dit(hidden_states=model_in, timestep=timestep, encoder_hidden_states=mine,
+                                   return_dict=False)[0]
+                        with self.stage("CFG_Exchange", "Communication (all-gather + wait for partner)"):
+                            noise, uncond = self.par.gather_cfg(pred)
+                        noise = uncond + cfg.sample_guide_scale * (noise - uncond)
+                    else:
+                        noise = dit(hidden_states=model_in, timestep=timestep, encoder_hidden_states=ctx,
+                                    return_dict=False)[0]
+                    if ctx_null is not None and not self.par.cfg_parallel:
                         uncond = dit(hidden_states=model_in, timestep=timestep, encoder_hidden_states=ctx_null,
                                      return_dict=False)[0]
                         noise = uncond + cfg.sample_guide_scale * (noise - uncond)
                     latents = scheduler.step(noise, t, latents, return_dict=False)[0]
-                    if flops is not None:
-                        self.monitor.add_flops(flops * n_fwd)
+                    if flops is not None:  # this rank's share of the step's work
+                        share = (n_fwd / (2 if self.par.cfg_parallel else 1)) / self.par.ulysses_size
+                        self.monitor.add_flops(flops * share)
             if cond is not None:
                 latents = (1 - mask) * cond + mask * latents
             self.residency.release(dit)
@@ -282,6 +296,8 @@ class TI2VPipeline:
         latents = self.denoise(ctx, ctx_null, cond)
         if cfg.offload_model:
             self.dit = None
+        if not self.par.is_main:
+            return self.result  # rank 0 decodes and writes; the latents are identical on every rank
         frames = self.decode(latents)
         if cfg.save_file:
             self.save(frames, cfg.save_file)

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from .config import RunConfig
+from .parallel import ParallelContext, init_parallel, shutdown
 from .pipeline import GenerationResult, TI2VPipeline
 from .residency import apply_memory_budget
 
@@ -47,12 +48,16 @@ def run_generation(cfg: RunConfig, *, progress: bool = True, sample_interval_s: 
     from .report.schema import build_report, write_report
 
     device = torch.device(cfg.device or "cpu")
+    par = init_parallel(cfg.ulysses_size, cfg.cfg_parallel, device.type)
+    if par.enabled and device.type == "cuda":
+        device = torch.device("cuda", par.local_rank)
+        cfg.device = str(device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     budget = apply_memory_budget(device, cfg.memory_budget_gb)
     monitor = Monitor(device=device if device.type == "cuda" else None, sample_interval_s=sample_interval_s,
                       sampler=monitor_enabled)
-    pipe = TI2VPipeline(cfg, monitor=monitor, progress=progress)
+    pipe = TI2VPipeline(cfg, monitor=monitor, progress=progress and par.is_main, parallel=par)
     log.info("weights: %s", cfg.weights_note)
     status, message, error = "ok", "", None
     monitor.start()
@@ -62,16 +67,22 @@ def run_generation(cfg: RunConfig, *, progress: bool = True, sample_interval_s: 
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - recorded in the report, re-raised below
         status, message = _error_status(exc, cfg)
         error = {"stage": pipe.current_stage, "type": type(exc).__name__, "message": message}
-        if pipe.result.latents is not None and cfg.save_file:
-            path = cfg.save_file + ".latents.pt"
-            torch.save(pipe.result.latents, path)
-            error["saved_latents"] = path
-            message += f" (denoised latents kept in {path})"
+        if pipe.result.latents is not None and (cfg.save_file or cfg.save_latents):
+            path = cfg.save_latents or cfg.save_file + ".latents.pt"
+            try:
+                torch.save(pipe.result.latents, path)
+                error["saved_latents"] = path
+                message += f" (denoised latents kept in {path})"
+            except OSError as save_exc:
+                message += f" (could not keep the denoised latents in {path}: {save_exc.strerror})"
+            error["message"] = message
         if isinstance(exc, KeyboardInterrupt) or status == "failed" and not cfg.report_file:
             monitor.stop()
             raise
     finally:
         monitor.stop()
+    if status == "ok" and cfg.save_latents and par.is_main and pipe.result.latents is not None:
+        torch.save(pipe.result.latents, cfg.save_latents)
     frames = pipe.result.frames
     outputs = {
         "video": pipe.result.video_path,
@@ -91,9 +102,46 @@ def run_generation(cfg: RunConfig, *, progress: bool = True, sample_interval_s: 
     run["num_tokens"] = pipe.num_tokens
     run["latent_shape"] = list(pipe.latent_shape)
     report = build_report(monitor, run=run, weights=weights, outputs=outputs, status=status, error=error)
+    if par.enabled:
+        report = merge_ranks(report, par.gather_objects(report), par)
+        shutdown(par)
+        if not par.is_main:
+            return RunOutcome(pipe.result, None, status, 0 if status == "ok" else 1, message)
     if cfg.report_file:
         write_report(cfg.report_file, report)
     code = 0 if status == "ok" else 1
     if status != "ok":
         print(f"error: stage {error['stage']}: {message}", file=sys.stderr)
     return RunOutcome(pipe.result, report, status, code, message)
+
+
+def merge_ranks(main: dict[str, Any], reports: list[dict[str, Any]] | None, par: ParallelContext) -> dict[str, Any]:
+    """Rank 0's report plus, per rank, its stage times, memory and SM%, and the measured communication."""
+    if reports is None:
+        return main
+    ranks = []
+    for r, rep in enumerate(reports):
+        stages = rep.get("stages", [])
+        comm = [s["duration_s"] for s in stages if s["name"] == "CFG_Exchange"]
+        ranks.append({
+            "rank": r,
+            "status": rep.get("status"),
+            "gpu": (rep.get("system", {}).get("gpu") or {}).get("name"),
+            "stages": [{"name": s["name"], "parent": s.get("parent"), "duration_s": s["duration_s"],
+                        "peak_gb": s.get("memory", {}).get("peak_gb"), "sm": s.get("sm")} for s in stages
+                       if not s["name"].startswith("Step_") and s["name"] != "CFG_Exchange"],
+            "totals": rep.get("totals", {}),
+            "communication_s": sum(comm) if comm else None,
+        })
+    comm_note = ("CFG_Exchange stages: all-gather of the two noise predictions, including waiting for the partner"
+                 if par.cfg_parallel else None)
+    main["parallel"] = {
+        "world_size": par.world_size, "ulysses_size": par.ulysses_size, "cfg_parallel": par.cfg_parallel,
+        "communication": {
+            "cfg_exchange": comm_note or "no CFG parallel",
+            "ulysses_all_to_all": ("unavailable: runs inside each attention call on the compute stream; "
+                                   "not separable without a profiler trace") if par.ulysses_size > 1 else "none",
+        },
+        "ranks": ranks,
+    }
+    return main

@@ -1,0 +1,91 @@
+"""Test doubles for the monitor: a settable clock, a scripted NVML backend, a fake CUDA allocator."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from wan_enhanced.monitor.backend import NVML_UTIL_NOTE, Reading
+
+
+class FakeClock:
+    """A clock the test advances by hand."""
+
+    def __init__(self, t: float = 100.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, dt: float) -> None:
+        self.t += dt
+
+
+class FakeBackend:
+    """Scripted device counters: ``sm_at(t)`` gives the SM % of the interval ending at clock time t.
+
+    Power is constant ``power_w``; the energy counter integrates it exactly (J since t=0 of the clock).
+    """
+
+    def __init__(self, clock: Callable[[], float], sm_at: Callable[[float], float | None],
+                 sm_source: str = "gpm", power_w: float | None = 100.0, used_bytes: int = 3 << 30,
+                 min_interval_s: float = 0.0) -> None:
+        self.clock = clock
+        self.sm_at = sm_at
+        self.sm_source = sm_source
+        self.sm_reason = NVML_UTIL_NOTE if sm_source == "nvml_util" else None
+        self.power_reason = None if power_w is not None else "power not supported (fake)"
+        self.power_w = power_w
+        self.used_bytes = used_bytes
+        self.min_interval_s = min_interval_s
+        self.reads = 0
+        self.closed = False
+        self._primed = False
+
+    def read(self) -> Reading:
+        self.reads += 1
+        t = self.clock()
+        r = Reading(power_w=self.power_w, nvml_used_bytes=self.used_bytes)
+        if self.power_w is not None:
+            r.energy_j = self.power_w * t
+        if self._primed:
+            sm = self.sm_at(t)
+            r.sm = sm
+            if self.sm_source == "gpm" and sm is not None:
+                r.sm_occupancy, r.tensor_util, r.dram_util = sm / 2, sm / 4, 10.0
+        self._primed = True
+        return r
+
+    def memory_used_bytes(self) -> int | None:
+        return self.used_bytes
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeAllocator:
+    """Stands in for torch.cuda's allocated/peak counters (install with ``install(monkeypatch)``)."""
+
+    def __init__(self) -> None:
+        self.allocated = 0
+        self.peak = 0
+        self.resets = 0
+
+    def alloc(self, n: int) -> None:
+        self.allocated += n
+        self.peak = max(self.peak, self.allocated)
+
+    def free(self, n: int) -> None:
+        self.allocated -= n
+
+    def reset(self, device: object = None) -> None:
+        self.resets += 1
+        self.peak = self.allocated
+
+    def install(self, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+        monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: self.allocated)
+        monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: self.peak)
+        monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: self.allocated + 7)
+        monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device=None: self.peak + 7)
+        monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", self.reset)

@@ -1,0 +1,197 @@
+"""The suite runner end to end on the tiny preset with the real ``generate`` (one case fails on a
+broken checkpoint and is recorded while the others succeed; a second run resumes), plus crash,
+OOM and timeout handling with a stand-in generate script."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from wan_enhanced.bench.runner import bench_main, load_manifest, outcome_of, suite_exit_code
+from wan_enhanced.report.schema import load_report
+
+
+def _write(path: Path, obj: dict) -> Path:
+    path.write_text(json.dumps(obj))
+    return path
+
+
+@pytest.fixture
+def broken_ckpt(tmp_path: Path) -> Path:
+    """A diffusers-layout dir with configs but no weight files: loading fails in Load_Text_Encoder."""
+    root = tmp_path / "broken_ckpt"
+    for sub in ("transformer", "vae", "text_encoder"):
+        (root / sub).mkdir(parents=True)
+        (root / sub / "config.json").write_text("{}")
+    (root / "tokenizer").mkdir()
+    return root
+
+
+def test_smoke_suite_end_to_end_with_a_failing_case_then_resume(tmp_path, capsys, broken_ckpt):
+    cfg = _write(tmp_path / "suite.json", {
+        "description": "test suite",
+        "global_settings": {"task": "tiny", "size": "64*64", "frame_num": 5, "sample_steps": 2, "weights": "random",
+                            "prompt": "a red ball"},
+        "test_cases": [
+            {"name": "01_Baseline", "args": {}},
+            {"name": "02_Broken_Checkpoint", "args": {"weights": "diffusers", "ckpt_dir": str(broken_ckpt)}},
+            {"name": "03_DPM", "args": {"sample_solver": "dpm++", "sample_steps": 3}},
+        ],
+    })
+    reports, md = tmp_path / "reports", tmp_path / "out" / "benchmark_report.md"
+    argv = ["--config", str(cfg), "--run-id", "r1", "--reports-dir", str(reports), "--output", str(md),
+            "--device", "cpu"]
+    rc = bench_main(argv)
+    out = capsys.readouterr().out
+    assert rc == 1  # a case failed
+    assert "[1/3] 01_Baseline ... ok " in out
+    assert "[2/3] 02_Broken_Checkpoint ... FAILED " in out and "Load_Text_Encoder: " in out
+    assert "[3/3] 03_DPM ... ok " in out
+
+    run = reports / "r1"
+    man = load_manifest(run)
+    assert man is not None and man["run_id"] == "r1"
+    st = {c["name"]: c for c in man["cases"]}
+    assert [c["status"] for c in man["cases"]] == ["ok", "failed", "ok"]
+    assert st["02_Broken_Checkpoint"]["error"]["stage"] == "Load_Text_Encoder"
+    assert st["02_Broken_Checkpoint"]["error"]["type"] == "WeightsError"
+    assert man["summary"] == {"ok": 2, "failed": 1}
+    assert man["config"]["description"] == "test suite" and "commit" in man["git"] and man["host"]["hostname"]
+    for name in st:
+        for ext in (".json", ".log", ".txt"):
+            assert (run / f"{name}{ext}").is_file(), name + ext
+    assert load_report(run / "01_Baseline.json")["status"] == "ok"
+    assert load_report(run / "03_DPM.json")["run"]["sample_solver"] == "dpm++"
+    assert "--sample_solver dpm++" in (run / "03_DPM.log").read_text()
+    assert "[Execution Trace Analysis]" in (run / "01_Baseline.txt").read_text()
+
+    text = md.read_text()
+    assert "## Benchmark Summary" in text and "## Detailed Breakdown" in text
+    summary = text.split("## Benchmark Summary")[1].split("###")[0]
+    assert "| 01_Baseline | ok |" in summary and "| 02_Broken_Checkpoint | failed (Load_Text_Encoder) |" in summary
+    assert "| 0.00 |" not in summary and "| 0 |" not in summary  # unknown is n/a, never 0
+    assert "n/a (" in summary
+    assert "### 03_DPM" in text and "Step_2" in text
+    assert "WeightsError" in text
+    assert (md.parent / "benchmark_report_files" / "stage_times.png").is_file()
+    assert "](benchmark_report_files/stage_times.png)" in text
+
+    # Resume: same run id; ok cases are skipped, the failed one runs again (now fixed by a changed config).
+    cfg2 = json.loads(cfg.read_text())
+    cfg2["test_cases"][1]["args"] = {}
+    _write(cfg, cfg2)
+    rc = bench_main(argv[:2] + ["--resume"] + argv[2:])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "run: r1 (resuming)" in out
+    assert "[1/3] 01_Baseline ... skipped (ok in an earlier attempt" in out
+    assert "[3/3] 03_DPM ... skipped" in out
+    assert "[2/3] 02_Broken_Checkpoint ... ok " in out
+    man = load_manifest(run)
+    assert [c["status"] for c in man["cases"]] == ["ok", "ok", "ok"]
+    assert [c["skipped"] for c in man["cases"]] == [True, False, True]
+    assert len(man["attempts"]) == 2
+    assert "01_Baseline | ok (resumed)" in md.read_text()
+
+
+STUB = """
+import json, os, signal, sys, time
+args = sys.argv[1:]
+prompt = args[args.index("--prompt") + 1]
+report = args[args.index("--report_file") + 1]
+fixture = json.load(open(sys.argv[0].replace("stub.py", "template.json")))
+if prompt == "crash":
+    print("Traceback (most recent call last):\\nRuntimeError: boom in the kernel", flush=True)
+    sys.exit(3)
+if prompt == "segv":
+    print("about to die", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+if prompt == "oom":
+    print("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB", flush=True)
+    sys.exit(1)
+if prompt == "hang":
+    time.sleep(60)
+fixture["status"] = "ok"
+json.dump(fixture, open(report, "w"))
+"""
+
+
+@pytest.fixture
+def stub(tmp_path: Path) -> str:
+    """A stand-in generate: behaviour chosen by --prompt; 'ok' writes a copy of a fixture report."""
+    src = Path(__file__).parent / "fixtures" / "reports" / "h100" / "01_Offload_Mode.json"
+    (tmp_path / "template.json").write_text(src.read_text())
+    (tmp_path / "stub.py").write_text(STUB)
+    return f"{sys.executable} {tmp_path / 'stub.py'}"
+
+
+def test_crashes_without_report_are_recorded_and_the_suite_goes_on(tmp_path, capsys, stub):
+    cfg = _write(tmp_path / "c.json", {
+        "global_settings": {"task": "tiny", "device": "cpu"},
+        "test_cases": [{"name": "a_crash", "args": {"prompt": "crash"}},
+                       {"name": "b_killed", "args": {"prompt": "segv"}},
+                       {"name": "c_hang", "args": {"prompt": "hang"}, "timeout_s": 1},
+                       {"name": "d_ok", "args": {"prompt": "ok"}}],
+    })
+    md = tmp_path / "r.md"
+    rc = bench_main(["--config", str(cfg), "--run-id", "x", "--reports-dir", str(tmp_path / "rep"), "--output",
+                     str(md), "--generate-cmd", stub])
+    out = capsys.readouterr().out
+    assert rc == 1
+    man = load_manifest(tmp_path / "rep" / "x")
+    st = {c["name"]: c for c in man["cases"]}
+    assert st["a_crash"]["status"] == "failed" and st["a_crash"]["exit_code"] == 3
+    assert "RuntimeError: boom in the kernel" in st["a_crash"]["error"]["message"]
+    assert st["b_killed"]["status"] == "failed" and st["b_killed"]["error"]["type"] == "Crash (SIGKILL)"
+    assert st["c_hang"]["status"] == "failed" and st["c_hang"]["error"]["type"] == "Timeout"
+    assert st["d_ok"]["status"] == "ok"
+    assert "[4/4] d_ok ... ok" in out
+    text = md.read_text()
+    assert "### Failures" in text and "boom in the kernel" in text and "killed by SIGKILL" in text
+    assert "no report was written" in (tmp_path / "rep" / "x" / "a_crash.txt").read_text()
+
+
+def test_oom_under_budget_reads_does_not_fit(tmp_path):
+    log = tmp_path / "c.log"
+    log.write_text("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n")
+    res = outcome_of(tmp_path / "missing.json", log, 1, budget_gb=16.0)
+    assert res.status == "oom" and res.error["message"].startswith("does not fit within 16 GB")
+    # With a report, its status and message win.
+    rep = json.loads((Path(__file__).parent / "fixtures" / "reports" / "h100" / "05_Budget_16GB.json").read_text())
+    _write(tmp_path / "r.json", rep)
+    res = outcome_of(tmp_path / "r.json", log, 1, budget_gb=16.0)
+    assert res.status == "oom" and res.error == {"stage": "Denoising", "type": "OutOfMemoryError",
+                                                 "message": "does not fit within 16 GB"}
+    man = {"cases": [{"status": "ok", "flags": {}}, {"status": "oom", "flags": {"memory_budget_gb": 16.0}}]}
+    assert suite_exit_code(man) == 0  # "does not fit" under a budget is a result, not a failure
+    man["cases"].append({"status": "oom", "flags": {}})
+    assert suite_exit_code(man) == 1
+
+
+def test_oom_case_shows_does_not_fit_in_markdown(tmp_path, capsys):
+    from wan_enhanced.bench.markdown import write_suite_report
+
+    run = tmp_path / "run"
+    run.mkdir()
+    src = Path(__file__).parent / "fixtures" / "reports" / "h100"
+    (run / "05_Budget_16GB.json").write_text((src / "05_Budget_16GB.json").read_text())
+    (run / "01_Offload_Mode.json").write_text((src / "01_Offload_Mode.json").read_text())
+    _write(run / "suite.json", {
+        "schema": "wan-enhanced/suite", "schema_version": 1, "run_id": "run", "cases": [
+            {"name": "01_Offload_Mode", "status": "ok", "report": "01_Offload_Mode.json", "log": "a.log",
+             "text": "a.txt", "flags": {}, "argv": []},
+            {"name": "05_Budget_16GB", "status": "oom", "report": "05_Budget_16GB.json", "log": "b.log",
+             "text": "b.txt", "flags": {"memory_budget_gb": 16.0}, "argv": [],
+             "error": {"stage": "Denoising", "type": "OutOfMemoryError", "message": "does not fit within 16 GB"}}]})
+    md = write_suite_report(run, tmp_path / "bench.md")
+    text = md.read_text()
+    assert "| 05_Budget_16GB | oom: does not fit within 16 GB |" in text
+    assert "| 01_Offload_Mode | ok | 102.00 |" in text
+    assert "21.00" in text and "10.000" in text  # peak GB, energy Wh (36 kJ)
+    assert "SM % from" not in text.split("## Benchmark Summary")[1].split("### Settings")[0]  # fixture SM is gpm
+    assert (tmp_path / "bench_files" / "timeline_01_Offload_Mode.png").is_file()
+    assert "![01_Offload_Mode timeline](bench_files/timeline_01_Offload_Mode.png)" in text
+    assert "_Timeline chart not drawn: no timeline samples in the report._" in text  # the OOM fixture has none
