@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
-
 from wan_enhanced.monitor.backend import NVML_UTIL_NOTE, Reading
 
 
@@ -79,13 +77,17 @@ class FakeAllocator:
     def free(self, n: int) -> None:
         self.allocated -= n
 
-    def reset(self, device: object = None) -> None:
+    def reset(self) -> None:
         self.resets += 1
         self.peak = self.allocated
 
-    def install(self, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-        monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: self.allocated)
-        monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: self.peak)
-        monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: self.allocated + 7)
-        monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device=None: self.peak + 7)
-        monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", self.reset)
+    def stats(self) -> tuple[int, int, int, int]:
+        """(allocated, peak, reserved, reserved peak) like the tracker's ``stats_fn``."""
+        return self.allocated, self.peak, self.allocated + 7, self.peak + 7
+
+    def install(self, tracker) -> None:  # type: ignore[no-untyped-def]
+        """Make a ``MemoryTracker`` read these counters as if it were on a CUDA device."""
+        tracker.available = True
+        tracker.reason = None
+        tracker.stats_fn = self.stats
+        tracker.reset_fn = self.reset

@@ -118,7 +118,7 @@ def test_cpu_gpu_metrics_unavailable_with_reason_never_zero():
         for key, m in st["memory"].items():
             assert m["value"] is None and m["source"] == "unavailable", key
             assert "no CUDA device" in m["reason"]
-        assert st["cpu_percent"]["source"] == "psutil" and st["host_rss_peak_gb"]["value"] > 0
+        assert st["cpu_percent"]["source"] == "process_time" and st["host_rss_peak_gb"]["value"] > 0
     work = by_name(mon.stage_dicts())["Work"]
     assert work["flops"]["value"] == 1e9 and work["tflops_per_s"]["value"] > 0
     assert work["mfu"]["reason"] == "no CUDA device"
@@ -268,11 +268,10 @@ def test_real_sampler_thread_runs_and_stops():
 
 # --------------------------------------------------------------------------- memory nesting
 
-def test_nested_peaks_with_fake_allocator(monkeypatch):
+def test_nested_peaks_with_fake_allocator():
     fake = FakeAllocator()
-    fake.install(monkeypatch)
     tracker = MemoryTracker(torch.device("cpu"))
-    tracker.available = True  # pretend CUDA: the fake counters stand in for torch.cuda's
+    fake.install(tracker)  # pretend CUDA: the fake counters stand in for torch.cuda's
     fake.alloc(100)  # weights
     parent = tracker.push()
     c1 = tracker.push()
@@ -291,13 +290,11 @@ def test_nested_peaks_with_fake_allocator(monkeypatch):
         tracker.pop(parent)
 
 
-def test_monitor_memory_metrics_with_fake_allocator(monkeypatch):
+def test_monitor_memory_metrics_with_fake_allocator():
     fake = FakeAllocator()
-    fake.install(monkeypatch)
     gib = 1 << 30
     mon = Monitor("cpu", sampler=False)
-    mon.memory.available = True
-    mon.memory.reason = None
+    fake.install(mon.memory)
     fake.alloc(2 * gib)
     with mon.stage("Total"):
         with mon.stage("Load_DiT"):

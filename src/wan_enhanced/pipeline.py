@@ -146,6 +146,7 @@ class TI2VPipeline:
                 t5 = self.residency.acquire(t5)
             ctx = self._t5(t5, prompt)
             ctx_null = self._t5(t5, negative_prompt) if self.cfg.guidance and negative_prompt is not None else None
+            self._add_flops("t5_encoder_flops", 1 if ctx_null is None else 2, self.preset.t5, self.preset.text_len)
             if not self.cfg.t5_cpu:
                 self.residency.release(t5)
         return ctx, ctx_null
@@ -253,6 +254,14 @@ class TI2VPipeline:
         self.result.latents = latents.detach().to("cpu")
         return latents
 
+    def _add_flops(self, fn: str, times: int, *args: Any, source: str = "analytic") -> None:
+        """Attribute a FLOP count from ``monitor.flops`` to the current stage (skipped if unavailable)."""
+        try:
+            from .monitor import flops
+        except ImportError:  # pragma: no cover
+            return
+        self.monitor.add_flops(float(getattr(flops, fn)(*args).total) * times, source=source)
+
     def _forward_flops(self, per_token: bool) -> float | None:
         try:
             from .monitor.flops import dit_forward_flops
@@ -269,6 +278,8 @@ class TI2VPipeline:
             mean, inv_std = self._latent_stats(vae, self.device, self.vae_dtype)
             z = latents.to(self.device, self.vae_dtype) / inv_std + mean
             video = vae.decode(z, return_dict=False)[0]
+            _, _, lt, lh, lw = z.shape
+            self._add_flops("vae_flops_estimate", 1, self.preset.vae, lt, lh, lw, source="estimate")
             frames = VideoProcessor(vae_scale_factor=self.preset.vae_stride[1]).postprocess_video(
                 video.float(), output_type="np")[0]
             self.residency.release(vae)

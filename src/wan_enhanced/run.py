@@ -53,6 +53,8 @@ def run_generation(cfg: RunConfig, *, progress: bool = True, sample_interval_s: 
         device = torch.device("cuda", par.local_rank)
         cfg.device = str(device)
     if device.type == "cuda":
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
     budget = apply_memory_budget(device, cfg.memory_budget_gb)
     monitor = Monitor(device=device if device.type == "cuda" else None, sample_interval_s=sample_interval_s,

@@ -33,7 +33,7 @@ from .backend import NVML_UTIL_NOTE, GpuBackend, make_backend
 from .catalog import match_gpu, peak_bf16_tflops
 from .memory import MemFrame, MemoryTracker
 from .metrics import Metric, metric, sig, unavailable
-from .sampler import ENERGY_COUNTER_MIN_S, Sample, Sampler, counter_energy, overlap_mean, point_max
+from .sampler import ENERGY_COUNTER_MIN_S, Sample, Sampler, around_max, counter_energy, overlap_mean
 
 GIB = float(1 << 30)
 
@@ -61,9 +61,6 @@ class StageRecord:
     mem: MemFrame = field(default_factory=MemFrame)
     cpu_start: float | None = None
     cpu_end: float | None = None
-    rss_start: int | None = None
-    rss_end: int | None = None
-    nvml_used_end: int | None = None
     own_flops: float = 0.0
     flops_sources: set[str] = field(default_factory=set)
     failed: bool = False
@@ -82,7 +79,7 @@ class StageRecord:
 
 
 class _Host:
-    """Process CPU time and RSS via psutil (``None`` when psutil is missing)."""
+    """Process CPU time (``time.process_time``, ~1 µs) and RSS via psutil (sampler thread only)."""
 
     def __init__(self) -> None:
         try:
@@ -95,10 +92,7 @@ class _Host:
             self.reason = f"psutil unavailable: {exc}"
 
     def cpu_time(self) -> float | None:
-        if self._proc is None:
-            return None
-        t = self._proc.cpu_times()
-        return float(t.user + t.system)
+        return time.process_time()
 
     def rss(self) -> int | None:
         return None if self._proc is None else int(self._proc.memory_info().rss)
@@ -221,8 +215,7 @@ class Monitor:
         rec = StageRecord(name=name, comment=comment, index=len(self._records),
                           parent=parent.name if parent else None,
                           parent_index=parent.index if parent else None,
-                          depth=len(self._open), start_s=t, mem=mem,
-                          cpu_start=self._host.cpu_time(), rss_start=self._host.rss())
+                          depth=len(self._open), start_s=t, mem=mem, cpu_start=self._host.cpu_time())
         self._records.append(rec)
         self._open.append(rec)
         return rec
@@ -250,8 +243,6 @@ class Monitor:
         rec.end_s = self._rel_clock()
         self.memory.pop(rec.mem)
         rec.cpu_end = self._host.cpu_time()
-        rec.rss_end = self._host.rss()
-        rec.nvml_used_end = self.backend.memory_used_bytes()
         self._open.remove(rec)
         return rec
 
@@ -412,8 +403,13 @@ class Monitor:
             keys = ("start_gb", "end_gb", "peak_gb", "peak_reserved_gb", "nvml_used_gb", "static_gb", "dynamic_gb")
             return {k: unavailable("GiB", why) for k in keys}
         dyn = None if mem.peak is None or mem.start is None else mem.peak - mem.start
-        nv = (metric(_gib(nvml_used), "GiB", "nvml", "peak of NVML used memory (all processes, incl. CUDA context)")
-              if nvml_used is not None else unavailable("GiB", self.backend.sm_reason or "NVML unavailable"))
+        if nvml_used is not None:
+            nv = metric(_gib(nvml_used), "GiB", "nvml",
+                        "max NVML used memory sampled in and around the stage (all processes, CUDA context included)")
+        elif self.backend.sm_source == "unavailable":
+            nv = unavailable("GiB", self.backend.sm_reason or "NVML unavailable")
+        else:
+            nv = unavailable("GiB", "no NVML memory sample in or around the stage")
         return {
             "start_gb": metric(_gib(mem.start), "GiB", "torch.cuda", None),
             "end_gb": metric(_gib(mem.end), "GiB", "torch.cuda", None if mem.end is not None else "stage open"),
@@ -424,23 +420,20 @@ class Monitor:
             "dynamic_gb": metric(_gib(dyn), "GiB", "torch.cuda", "peak − start"),
         }
 
-    def host_metrics(self, cpu0: float | None, cpu1: float | None, dur: float, rss_vals: list[int | None],
+    def host_metrics(self, cpu0: float | None, cpu1: float | None, dur: float,
                      samples: list[Sample], start: float, end: float) -> dict[str, Metric]:
-        """Process CPU % (of one core) and peak RSS over a window."""
-        if self._host.reason:
-            return {"cpu_percent": unavailable("%", self._host.reason),
-                    "host_rss_peak_gb": unavailable("GiB", self._host.reason)}
+        """Process CPU % (of one core) and peak RSS (sampled) over a window."""
         if cpu0 is None or cpu1 is None or dur <= 0:
             cpu = unavailable("%", "zero-length or open window")
         else:
-            cpu = metric(round(100 * (cpu1 - cpu0) / dur, 1), "% of one core", "psutil", "process user+system time")
-        vals = [v for v in rss_vals if v is not None]
-        sampled = point_max(samples, start, end, "rss_bytes")
-        if sampled is not None:
-            vals.append(int(sampled))
-        rss = metric(_gib(max(vals)) if vals else None, "GiB", "psutil",
-                     "max of RSS at begin/end and sampled" if vals else "no RSS reading")
-        return {"cpu_percent": cpu, "host_rss_peak_gb": rss}
+            cpu = metric(round(100 * (cpu1 - cpu0) / dur, 1), "% of one core", "process_time",
+                         "process user+system CPU time / wall time")
+        if self._host.reason:
+            return {"cpu_percent": cpu, "host_rss_peak_gb": unavailable("GiB", self._host.reason)}
+        rss = around_max(samples, start, end, "rss_bytes")
+        return {"cpu_percent": cpu,
+                "host_rss_peak_gb": metric(_gib(rss), "GiB", "psutil", "max RSS of the samples in and around the stage"
+                                           if rss is not None else "no RSS sample in or around the stage")}
 
     def stage_dicts(self) -> list[dict[str, Any]]:
         """Every stage as a schema stage object (docs/report-schema.md), in opening order."""
@@ -451,19 +444,17 @@ class Monitor:
         for r in self._records:
             end = r.end_s if r.end_s is not None else now
             dur = end - r.start_s
-            nv_vals = [v for v in (r.nvml_used_end, point_max(samples, r.start_s, end, "nvml_used_bytes"))
-                       if v is not None]
+            nv = around_max(samples, r.start_s, end, "nvml_used_bytes")
             d: dict[str, Any] = {
                 "name": r.name, "parent": r.parent, "depth": r.depth, "comment": r.comment,
                 "index": r.index, "parent_index": r.parent_index,
                 "start_s": round(r.start_s, 6), "end_s": round(end, 6), "duration_s": round(dur, 6),
-                "memory": self.memory_metrics(r.mem, max(nv_vals) if nv_vals else None),
+                "memory": self.memory_metrics(r.mem, None if nv is None else int(nv)),
             }
             d.update(self.window_metrics(r.start_s, end, samples))
             f, srcs = flops[r.index]
             d.update(self.flops_metrics(f, srcs, dur))
-            d.update(self.host_metrics(r.cpu_start, r.cpu_end, dur, [r.rss_start, r.rss_end], samples,
-                                       r.start_s, end))
+            d.update(self.host_metrics(r.cpu_start, r.cpu_end, dur, samples, r.start_s, end))
             d["failed"] = r.failed
             d["incomplete"] = r.incomplete or r.end_s is None
             if r.error_type:
@@ -475,7 +466,7 @@ class Monitor:
         """Memory over the whole monitored run (start → stop)."""
         mem = self._root_mem or MemFrame()
         samples = self.sampler.samples()
-        nv = point_max(samples, 0.0, self.now_s(), "nvml_used_bytes")
+        nv = around_max(samples, 0.0, self.now_s(), "nvml_used_bytes")
         return self.memory_metrics(mem, int(nv) if nv is not None else None)
 
     def run_host(self) -> dict[str, Metric]:
@@ -483,7 +474,7 @@ class Monitor:
         samples = self.sampler.samples()
         now = self.now_s()
         cpu1 = self._cpu_end if self.end_s is not None else self._host.cpu_time()
-        return self.host_metrics(self._cpu_start, cpu1, now, [], samples, 0.0, now)
+        return self.host_metrics(self._cpu_start, cpu1, now, samples, 0.0, now)
 
     def timeline(self, ndigits: int = 3) -> dict[str, Any]:
         """The sampled timeline for charts: time, SM %, allocated memory, power (+ GPM extras)."""

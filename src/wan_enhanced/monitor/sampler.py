@@ -161,15 +161,21 @@ def overlap_mean(samples: list[Sample], start: float, end: float, attr: str) -> 
     return None, 0.0
 
 
-def overlapping(samples: list[Sample], start: float, end: float, attr: str) -> list[Sample]:
-    """Samples with a value of ``attr`` whose interval overlaps (or contains) ``[start, end]``."""
-    return [s for s in samples if getattr(s, attr) is not None and s.t1 > s.t0
-            and s.t0 <= end and s.t1 >= start]
-
-
-def point_max(samples: list[Sample], start: float, end: float, attr: str) -> float | None:
-    """Max of a point quantity over the samples read within ``[start, end]``."""
-    vals = [getattr(s, attr) for s in samples if start <= s.t1 <= end and getattr(s, attr) is not None]
+def around_max(samples: list[Sample], start: float, end: float, attr: str) -> float | None:
+    """Max of a point quantity over the samples read in ``[start, end]`` and the first one after it
+    (whose interval covers the end) — or, for a window between two reads, the read just after it."""
+    vals = []
+    after: Sample | None = None
+    for s in samples:
+        v = getattr(s, attr)
+        if v is None:
+            continue
+        if start <= s.t1 <= end:
+            vals.append(v)
+        elif s.t1 > end and (after is None or s.t1 < after.t1):
+            after = s
+    if after is not None:
+        vals.append(getattr(after, attr))
     return max(vals) if vals else None
 
 

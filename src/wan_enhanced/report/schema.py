@@ -118,6 +118,7 @@ def _totals(monitor: Monitor, stages: list[dict[str, Any]], steps: list[dict[str
     else:
         fm = monitor.flops_metrics(total_flops, srcs, wall, "no FLOPs recorded")
         t["tflops_per_s"], t["mfu"] = fm["tflops_per_s"], fm["mfu"]
+    t.update(monitor.run_host())  # extra: cpu_percent, host_rss_peak_gb over the run
     return t
 
 

@@ -179,6 +179,9 @@ def format_summary(report: dict[str, Any]) -> str:
     lines.append(_line("MFU", with_reason("mfu", "%")))
     e = t.get("energy_j") or {}
     lines.append(_line("Energy", f"{_human_energy(_v(e))} ({e.get('source')})" if _v(e) is not None else _mtxt(e)))
+    rss, cpu = t.get("host_rss_peak_gb"), t.get("cpu_percent")
+    if rss is not None or cpu is not None:
+        lines.append(_line("Host", f"peak RSS {_mtxt(rss, unit='GiB')}, CPU {_mtxt(cpu, '{:.0f}', '% of one core')}"))
     w = report.get("weights") or {}
     wtxt = str(w.get("kind") or NA)
     if w.get("source"):
