@@ -9,7 +9,8 @@
   transformer blocks): fuses norms, modulation and casts. The first call pays the compile (reported
   in ``Step_0``); inductor's on-disk cache makes later processes faster.
 - ``attention_backend``: diffusers' attention dispatcher (native SDPA → cuDNN on H100 by default).
-- ``cudnn_benchmark``: let cuDNN pick the fastest conv3d algorithms for the VAE.
+- ``cudnn_benchmark`` (off by default): cuDNN autotuning of the VAE's conv3d. Measured on H100: no gain
+  in the steady state (6.26 s both ways) and ~4 s of tuning on the single decode of a real run.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class FastPath:
     scalar_timestep: bool = True
     compile: str = "auto"
     attention_backend: str = "auto"
-    cudnn_benchmark: bool = True
+    cudnn_benchmark: bool = False
 
     def resolve(self, device: torch.device) -> FastPath:
         """Concrete settings for ``device`` (compile only on CUDA)."""
