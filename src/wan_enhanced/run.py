@@ -100,6 +100,7 @@ def run_generation(cfg: RunConfig, *, progress: bool = True, sample_interval_s: 
     }
     run = cfg.to_dict()
     run["residency"] = pipe.residency.policy
+    run["fast_path"] = pipe.fast.to_dict()  # the levers actually in force ('auto' resolved for this device)
     run["memory_budget"] = budget
     run["num_tokens"] = pipe.num_tokens
     run["latent_shape"] = list(pipe.latent_shape)
