@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from wan_enhanced.bench.compare import (
+    _money,
     compare,
     compare_main,
     cost_effectiveness,
@@ -19,7 +20,7 @@ from wan_enhanced.bench.compare import (
 )
 from wan_enhanced.bench.gpus import by_key, load_gpus
 from wan_enhanced.bench.projection import ProjectionError, classify_stage, error_percent, project_report
-from wan_enhanced.bench.reportdata import gpu_of, peak_memory_gb
+from wan_enhanced.bench.reportdata import gpu_of, peak_memory, peak_memory_gb
 from wan_enhanced.report.schema import load_report
 
 FIX = Path(__file__).parent / "fixtures" / "reports"
@@ -135,10 +136,100 @@ def test_gpu_identity_and_peak(h100):
     multi = copy.deepcopy(h100)
     multi["run"]["ulysses_size"] = 2
     assert gpu_of(multi, catalog).count == 2
-    assert peak_memory_gb(h100) == 22.0  # max of allocated (21.0) and reserved (22.0)
     cpu = copy.deepcopy(h100)
     cpu["system"]["gpu"] = None
     assert gpu_of(cpu, catalog).key is None
+
+
+def test_gpu_count_is_gpus_used_cfg_parallel_and_world_size(h100):
+    catalog = load_gpus(CATALOG)
+    rep = copy.deepcopy(h100)
+    rep["run"]["cfg_parallel"] = True  # --cfg_parallel on 2 GPUs, ulysses_size 1
+    assert gpu_of(rep, catalog).count == 2 and gpu_of(rep, catalog).label == "2× NVIDIA H100 80GB HBM3"
+    rep["run"]["ulysses_size"] = 2
+    assert gpu_of(rep, catalog).count == 4
+    rep["parallel"] = {"world_size": 3}  # the merged report's world size wins over the flags
+    assert gpu_of(rep, catalog).count == 3
+    rep["system"]["gpu"]["count"] = 8  # system.gpu.count is not read for the run's GPUs
+    assert gpu_of(rep, catalog).count == 3
+
+
+def test_peak_memory_is_one_definition_allocated_and_reserved(h100):
+    assert peak_memory_gb(h100, "allocated") == 21.0 and peak_memory_gb(h100, "reserved") == 22.0
+    assert peak_memory(h100, "reserved") is h100["totals"]["peak_reserved_gb"]
+    rep = copy.deepcopy(h100)
+    rep["totals"]["peak_reserved_gb"]["value"] = 23.5  # the run's root window can exceed every stage
+    assert peak_memory_gb(rep, "reserved") == 23.5 and peak_memory_gb(rep, "allocated") == 21.0
+    del rep["totals"]["peak_reserved_gb"]  # a report from before totals.peak_reserved_gb: max over stages
+    m = peak_memory(rep, "reserved")
+    assert m["value"] == 22.0 and "stages" in m["reason"]
+    rep["parallel"] = {"world_size": 2, "ranks": [{"rank": 0, "totals": h100["totals"]},
+                                                   {"rank": 1, "totals": {"peak_reserved_gb": {"value": 30.0},
+                                                                          "peak_memory_gb": {"value": 29.0}}}]}
+    assert peak_memory_gb(rep, "reserved") == 30.0 and peak_memory_gb(rep, "allocated") == 29.0  # per card: max
+    cpu = copy.deepcopy(h100)
+    for s in cpu["stages"]:
+        s["memory"] = {}
+    cpu["totals"]["peak_memory_gb"] = {"value": None, "unit": "GiB", "source": "unavailable", "reason": "no CUDA device"}
+    del cpu["totals"]["peak_reserved_gb"]
+    assert peak_memory_gb(cpu, "allocated") is None and peak_memory(cpu, "allocated")["reason"] == "no CUDA device"
+    assert peak_memory(cpu, "reserved")["source"] == "unavailable"
+    with pytest.raises(ValueError):
+        peak_memory(h100, "max")
+
+
+def _case_dir(tmp_path: Path, name: str, rep: dict) -> Path:
+    d = tmp_path / name
+    d.mkdir()
+    (d / "01_Offload_Mode.json").write_text(json.dumps(rep))
+    return d
+
+
+def test_fit_uses_peak_reserved_and_says_so(tmp_path, h100):
+    rep = copy.deepcopy(h100)
+    rep["totals"]["peak_reserved_gb"]["value"] = 23.5  # allocated 21.0 + 1 would fit a 24 GB card; reserved not
+    out = tmp_path / "fit.md"
+    compare([str(_case_dir(tmp_path, "h", rep))], out, str(CATALOG))
+    text = out.read_text()
+    assert "| NVIDIA GeForce RTX 4090 | 24 | 24.50 | does not fit (-0.5 GB) |" in text
+    assert "Need = peak **reserved** memory 23.50 GB (held by PyTorch's caching allocator; 21.00 GB allocated" in text
+    assert "Fit: measured peak reserved memory" in text and "| Need GB (reserved + context) |" in text
+
+
+def test_multi_gpu_efficiency_uses_all_rank_flops_and_gpus_used(tmp_path, h100):
+    rep = copy.deepcopy(h100)
+    rep["run"]["cfg_parallel"] = True
+    rep["parallel"] = {"world_size": 2, "ulysses_size": 1, "cfg_parallel": True, "ranks": []}
+    rep["totals"]["flops"] = {"value": 4.4e15, "unit": "FLOP", "source": "analytic", "reason": "sum over 2 ranks"}
+    out = tmp_path / "multi.md"
+    _, comps = compare([str(_case_dir(tmp_path, "m", rep))], out, str(CATALOG), targets=["h100-sxm"])
+    row = comps[0].rows[0]
+    assert row.label == "2× NVIDIA H100 80GB HBM3" and row.count == 2 and row.flops == 4.4e15
+    eff, _ = efficiency(row.flops, row.total_s, row.entry, row.count)
+    assert eff == pytest.approx(4.4e15 / 102 / (989e12 * 2))  # = the 1-GPU run's 2.18 %, not twice it
+    assert "| 2× NVIDIA H100 80GB HBM3 | measured | 102.00 | 2.2 % |" in out.read_text()
+
+
+def test_tiny_efficiency_and_money_never_print_as_zero(tmp_path, h100):
+    rep = copy.deepcopy(h100)
+    rep["totals"]["flops"]["value"] = 1e9  # a tiny run: 1e-8 of peak
+    out = tmp_path / "tiny.md"
+    compare([str(_case_dir(tmp_path, "t", rep))], out, str(CATALOG), targets=["h100-sxm"])
+    row = next(line for line in out.read_text().splitlines() if line.startswith("| NVIDIA H100 80GB HBM3 | measured | 102"))
+    assert "| 9.9e-07 % |" in row and "| 0.0 % |" not in row
+    assert _money(0.00004) == "$4e-05" and _money(0.05) == "$0.0500"
+
+
+def test_parsers_are_the_shared_one_line_parser():
+    from wan_enhanced.argparse_util import OneLineParser
+    from wan_enhanced.bench import runner
+    from wan_enhanced.bench.compare import build_parser
+    from wan_enhanced.errors import ConfigError
+
+    for parser in (build_parser(), runner.build_parser()):
+        assert isinstance(parser, OneLineParser)
+        with pytest.raises(ConfigError, match="unrecognized arguments: .*--nope"):
+            parser.parse_args(["x", "--nope"])
 
 
 def test_compare_report_on_fixtures(tmp_path, capsys):

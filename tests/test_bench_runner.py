@@ -195,3 +195,51 @@ def test_oom_case_shows_does_not_fit_in_markdown(tmp_path, capsys):
     assert (tmp_path / "bench_files" / "timeline_01_Offload_Mode.png").is_file()
     assert "![01_Offload_Mode timeline](bench_files/timeline_01_Offload_Mode.png)" in text
     assert "_Timeline chart not drawn: no timeline samples in the report._" in text  # the OOM fixture has none
+
+
+def test_markdown_peaks_gpus_used_and_error_once(tmp_path):
+    from wan_enhanced.bench.markdown import write_suite_report
+
+    run = tmp_path / "run"
+    run.mkdir()
+    rep = json.loads((Path(__file__).parent / "fixtures" / "reports" / "h100" / "01_Offload_Mode.json").read_text())
+    rep["system"]["gpu"].update(count=1, host_count=2)  # a 1-GPU run on a 2-GPU host
+    _write(run / "01_Offload_Mode.json", rep)
+    crash = {"stage": "VAE_Decoding", "type": "RuntimeError", "message": "RuntimeError: decoder exploded"}
+    _write(run / "suite.json", {
+        "schema": "wan-enhanced/suite", "schema_version": 1, "run_id": "run", "cases": [
+            {"name": "01_Offload_Mode", "status": "ok", "report": "01_Offload_Mode.json", "log": "a.log",
+             "text": "a.txt", "flags": {}, "argv": [], "elapsed_s": 0.04},
+            {"name": "02_Crash", "status": "failed", "report": "02_Crash.json", "log": "b.log", "text": "b.txt",
+             "flags": {}, "argv": [], "error": crash}]})
+    text = write_suite_report(run, tmp_path / "bench.md").read_text()
+    assert "- Device: NVIDIA H100 80GB HBM3 ×1 used (host has 2), 79.6 GB" in text
+    assert "| Peak alloc GB | Peak reserved GB |" in text
+    assert "| 01_Offload_Mode | ok | 102.00 | " in text and "| 21.00 | 22.00 |" in text  # allocated, reserved
+    assert "Peak reserved: highest held by PyTorch's caching allocator" in text
+    failure = next(line for line in text.splitlines() if line.startswith("- **02_Crash**"))
+    assert "RuntimeError: decoder exploded" in failure and failure.count("RuntimeError") == 1
+    assert "0.04 s in the runner" in text  # not "0.0 s"
+
+    rep["run"]["cfg_parallel"] = True  # 2 processes: the run used 2 GPUs
+    _write(run / "01_Offload_Mode.json", rep)
+    text = write_suite_report(run, tmp_path / "bench.md").read_text()
+    assert "- Device: NVIDIA H100 80GB HBM3 ×2 used (host has 2)" in text
+
+
+def test_manifest_is_written_atomically_with_the_umask_mode(tmp_path):
+    import os
+
+    from wan_enhanced.bench import runner
+    from wan_enhanced.report import schema
+
+    assert runner.write_json_atomic is schema.write_json_atomic  # one atomic JSON writer for reports and manifests
+    old = os.umask(0o022)
+    try:
+        runner._write_json(tmp_path / "suite.json", {"schema": runner.SUITE_SCHEMA, "cases": []})
+    finally:
+        os.umask(old)
+    p = tmp_path / "suite.json"
+    assert (p.stat().st_mode & 0o777) == 0o644
+    assert [x.name for x in tmp_path.iterdir()] == ["suite.json"]
+    assert load_manifest(tmp_path) == {"schema": runner.SUITE_SCHEMA, "cases": []}

@@ -245,6 +245,66 @@ def test_unknown_gpu_mfu_unavailable_and_no_power():
     assert w["energy_j"]["value"] is None and "not supported" in w["energy_j"]["reason"]
 
 
+def test_monitor_mfu_is_flops_mfu(monkeypatch):
+    from wan_enhanced.monitor import core, flops
+
+    assert core.mfu is flops.mfu  # the tested function is the one production uses
+    calls = []
+
+    def fake_mfu(f, seconds, peak):
+        calls.append((f, seconds, peak))
+        return 12.5
+
+    monkeypatch.setattr(core, "mfu", fake_mfu)
+    mon, clock, _ = _scripted_monitor()
+    with mon.stage("Work"):
+        mon.add_flops(2e12)
+        _run_for(mon, clock, 1.0)
+    mon.stop()
+    w = by_name(mon.stage_dicts())["Work"]
+    assert w["mfu"]["value"] == 12.5 and w["mfu"]["source"] == "catalog"
+    assert calls and calls[-1][0] == 2e12 and calls[-1][2] == 989.0
+
+
+class _Props:
+    name = "Fake GPU 9000"
+    total_memory = 80 << 30
+    major, minor = 9, 0
+    multi_processor_count = 132
+
+
+def _fake_cuda(monkeypatch, host_count: int = 2) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: host_count)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda idx: _Props())
+
+
+def test_system_gpu_count_is_gpus_used_and_host_count_separate(monkeypatch):
+    from wan_enhanced.monitor.system import collect_system_info, gpu_info
+
+    cat = {"gpus": [{"key": "fake-9000", "match": ["Fake GPU 9000"], "bf16_dense_tflops": 500}]}
+    _fake_cuda(monkeypatch, host_count=2)
+    g = gpu_info("cuda", cat)
+    assert g["count"] == 1 and g["host_count"] == 2  # one process on a 2-GPU host uses 1
+    assert g["catalog_key"] == "fake-9000" and g["peak_bf16_tflops"] == 500.0
+    assert gpu_info("cuda", cat, gpus_used=2)["count"] == 2
+    assert collect_system_info("cuda", cat, gpus_used=2)["gpu"]["count"] == 2
+    assert collect_system_info("cuda", cat)["gpu"]["host_count"] == 2
+
+
+@pytest.mark.parametrize("rate", [0, "n/a", None])
+def test_system_peak_uses_the_catalog_lookup(monkeypatch, rate):
+    from wan_enhanced.monitor.system import gpu_info
+
+    cat = {"gpus": [{"key": "fake-9000", "match": ["Fake GPU 9000"], "bf16_dense_tflops": rate}]}
+    _fake_cuda(monkeypatch)
+    g = gpu_info("cuda", cat)
+    # the same answer as peak_bf16_tflops (the Monitor's MFU peak): no usable rate → None, never 0 or text
+    assert g["peak_bf16_tflops"] is None and peak_bf16_tflops("Fake GPU 9000", cat)[0] is None
+    assert g["catalog_key"] == "fake-9000"
+
+
 def test_window_functions():
     s = [Sample(0, 0, energy_j=0.0), Sample(0, 1, sm=20, energy_j=50.0), Sample(1, 2, sm=80, energy_j=150.0)]
     assert overlap_mean(s, 0.5, 1.5, "sm") == (pytest.approx(50.0), pytest.approx(1.0))

@@ -65,6 +65,16 @@ READER = textwrap.dedent("""
 """)
 
 
+def start_reader(device: torch.device) -> subprocess.Popen:
+    """Start the independent GPM reader process for ``device`` and wait until it is ready."""
+    uuid = str(torch.cuda.get_device_properties(device).uuid)
+    uuid = uuid if uuid.startswith("GPU-") else f"GPU-{uuid}"
+    reader = subprocess.Popen([sys.executable, "-c", READER, uuid], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    assert reader.stdout.readline().strip() == "ready"
+    return reader
+
+
 def _matmuls(a: torch.Tensor, b: torch.Tensor, count: int) -> None:
     for _ in range(count):
         torch.mm(a, b)
@@ -103,11 +113,7 @@ def test_gpm_sm_matches_independent_reader():
     mon = Monitor("cuda")
     if mon.backend.sm_source != "gpm":
         pytest.skip(f"GPM not supported here ({mon.backend.sm_source}: {mon.backend.sm_reason})")
-    uuid = str(torch.cuda.get_device_properties(mon.device).uuid)
-    uuid = uuid if uuid.startswith("GPU-") else f"GPU-{uuid}"
-    reader = subprocess.Popen([sys.executable, "-c", READER, uuid], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True)
-    assert reader.stdout.readline().strip() == "ready"
+    reader = start_reader(mon.device)
     a = torch.randn(N, N, device=mon.device, dtype=torch.bfloat16)
     b = torch.randn(N, N, device=mon.device, dtype=torch.bfloat16)
     per_mm = _calibrate(a, b)

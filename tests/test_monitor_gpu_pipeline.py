@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
-import sys
 import time
 
 import pytest
@@ -42,17 +40,13 @@ def loaded():
 
 
 def test_denoise_sm_matches_independent_reader(loaded):
-    from test_monitor_gpu import READER
+    from test_monitor_gpu import start_reader
 
     cfg, pipe, ctx, ctx_null = loaded
     mon = Monitor("cuda")
     if mon.backend.sm_source != "gpm":
         pytest.skip(f"GPM not supported here ({mon.backend.sm_source})")
-    uuid = str(torch.cuda.get_device_properties(mon.device).uuid)
-    uuid = uuid if uuid.startswith("GPU-") else f"GPU-{uuid}"
-    reader = subprocess.Popen([sys.executable, "-c", READER, uuid], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True)
-    assert reader.stdout.readline().strip() == "ready"
+    reader = start_reader(mon.device)
     pipe.monitor = mon
     mon.start()
     time.sleep(0.3)

@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from monitor_fakes import FakeBackend, FakeClock
+from monitor_fakes import FakeAllocator, FakeBackend, FakeClock
 
 from wan_enhanced.errors import ReportError
 from wan_enhanced.monitor import Monitor
 from wan_enhanced.report import SCHEMA_VERSION, build_report, format_report, load_report, write_report
-from wan_enhanced.report.schema import metric
-from wan_enhanced.report.text import report_main
+from wan_enhanced.report.schema import metric, peak_memory_gb, write_json_atomic
+from wan_enhanced.report.text import error_text, report_main
 
 ROOT = Path(__file__).resolve().parent.parent
 TOTAL_KEYS = {"wall_s", "denoise_s", "s_per_step", "first_step_s", "mean_rest_step_s", "peak_memory_gb",
-              "static_memory_gb", "dynamic_memory_gb", "mean_sm_percent", "compute_load", "energy_j", "flops",
+              "peak_reserved_gb", "static_memory_gb", "dynamic_memory_gb", "mean_sm_percent", "compute_load", "energy_j", "flops",
               "tflops_per_s", "mfu"}
 STAGE_KEYS = {"name", "parent", "depth", "comment", "start_s", "end_s", "duration_s", "memory", "sm",
               "sm_occupancy", "tensor_util", "dram_util", "short_window", "compute_load", "power_w", "energy_j",
@@ -58,8 +60,8 @@ def test_cpu_report_builds_formats_and_round_trips(tmp_path):
     assert t["first_step_s"]["value"] > t["mean_rest_step_s"]["value"] > 0
     assert t["flops"]["value"] == 3.5e9 and t["flops"]["source"] == "analytic+estimate"
     assert t["tflops_per_s"]["value"] > 0 and t["tflops_per_s"]["reason"] == "over Denoising"
-    for key in ("peak_memory_gb", "static_memory_gb", "dynamic_memory_gb", "mean_sm_percent", "compute_load",
-                "energy_j", "mfu"):
+    for key in ("peak_memory_gb", "peak_reserved_gb", "static_memory_gb", "dynamic_memory_gb", "mean_sm_percent",
+                "compute_load", "energy_j", "mfu"):
         assert t[key]["value"] is None and t[key]["source"] == "unavailable" and t[key]["reason"], key
     assert report["system"]["gpu"] is None and report["system"]["torch"]
     assert set(report["outputs"]) == {"video", "frames", "width", "height"}
@@ -178,3 +180,95 @@ def test_write_report_turns_nan_into_null(tmp_path):
     p = write_report(tmp_path / "r.json", report)
     back = load_report(p)
     assert back["timeline"]["power_w"] == [1.0, None, None] and back["run"]["odd"] == "/x"
+
+
+def test_totals_carry_peak_allocated_and_peak_reserved():
+    gib = 1 << 30
+    fake = FakeAllocator()
+    mon = Monitor("cpu", sampler=False)
+    fake.install(mon.memory)
+    # the caching allocator holds 1 GiB more than the tensors use
+    mon.memory.stats_fn = lambda: (fake.allocated, fake.peak, fake.allocated + gib, fake.peak + gib)
+    with mon.stage("Total"):
+        with mon.stage("Denoising"):
+            fake.alloc(3 * gib)
+            fake.free(3 * gib)
+    report = _report(mon)
+    t = report["totals"]
+    assert t["peak_memory_gb"]["value"] == 3.0 and t["peak_memory_gb"]["reason"] == "max allocated over the run"
+    assert t["peak_reserved_gb"]["value"] == 4.0 and t["peak_reserved_gb"]["unit"] == "GiB"
+    assert "reserved" in t["peak_reserved_gb"]["reason"]
+    assert peak_memory_gb(report, "allocated") == 3.0 and peak_memory_gb(report, "reserved") == 4.0
+    text = format_report(report)
+    assert "Peak allocated    : 3.00 GiB" in text and "Peak reserved     : 4.00 GiB" in text
+
+
+def _small_values_report() -> dict:
+    report = _report(_cpu_run(2))
+    t = report["totals"]
+    t["tflops_per_s"] = metric(0.0123, "TFLOP/s", "computed", None)
+    t["mfu"] = metric(0.004, "%", "catalog", None)
+    t["energy_j"] = metric(0.04, "J", "nvml_energy", None)
+    t["wall_s"] = metric(0.003, "s", "timer", None)
+    report["stages"][1]["duration_s"] = 0.004  # Load_DiT
+    return report
+
+
+def test_small_nonzero_values_never_print_as_zero():
+    text = format_report(_small_values_report())
+    summary = text.split("[Summary]")[1].split("[Metric sources]")[0]
+    lines = {line.split(":", 1)[0].strip(): line for line in summary.splitlines() if ":" in line}
+    assert "0.012 TFLOP/s" in lines["Throughput"]
+    assert "0.004 %" in lines["MFU"]
+    assert "0.04 J" in lines["Energy"]
+    assert "0.003 s" in lines["Total wall time"]
+    row = next(line for line in text.splitlines() if line.strip().startswith("Load_DiT"))
+    assert row.split("|")[1].strip() == "0.004"
+    assert "0.0 TFLOP/s" not in text and "0.00 %" not in text and "0.0 J" not in text
+
+
+@pytest.mark.parametrize("message", ["decoder exploded", "RuntimeError: decoder exploded"])
+def test_error_type_printed_once(message):
+    report = _report(_cpu_run(1))
+    report["status"] = "failed"
+    report["error"] = {"stage": "VAE_Decoding", "type": "RuntimeError", "message": message}
+    text = format_report(report)
+    assert "Error             : RuntimeError: decoder exploded (stage VAE_Decoding)" in text
+    assert "RuntimeError: RuntimeError" not in text
+    assert error_text({"type": "E", "message": ""}) == "E" and error_text(None) == ""
+
+
+def test_gpu_line_shows_gpus_used_not_host_count():
+    report = _report(_cpu_run(1))
+    report["system"]["gpu"] = {"name": "NVIDIA H200", "count": 1, "host_count": 2, "memory_total_gb": 139.8,
+                               "driver": "x", "catalog_key": None}
+    assert "GPU               : NVIDIA H200 ×1 used (host has 2), 139.8 GiB" in format_report(report)
+    multi = copy.deepcopy(report)
+    multi["parallel"] = {"world_size": 2}
+    assert "NVIDIA H200 ×2 used (host has 2)" in format_report(multi)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_written_files_get_the_umask_mode_not_0600(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        r = write_report(tmp_path / "r.json", _report(_cpu_run(1)))
+        j = write_json_atomic(tmp_path / "m.json", {"a": 1}, indent=2)
+    finally:
+        os.umask(old)
+    for p in (r, j):
+        assert (p.stat().st_mode & 0o777) == 0o666 & ~umask, oct(p.stat().st_mode)
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["m.json", "r.json"]
+    assert j.read_text() == '{\n  "a": 1\n}\n'
+
+
+def test_one_value_accessor_everywhere():
+    from wan_enhanced.bench import reportdata
+    from wan_enhanced.monitor import metrics
+    from wan_enhanced.report import text
+
+    assert text.value_of is metrics.value_of and reportdata.value_of is metrics.value_of
+    assert not hasattr(text, "_v") and not hasattr(reportdata, "mval")
+    v = metrics.value_of
+    assert v({"value": 2.5}) == 2.5 and v(3) == 3 and v({"value": None}) is None
+    assert v(float("nan")) is None and v({"value": float("inf")}) is None and v(True) is None and v("1") is None

@@ -7,19 +7,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from .argparse_util import OneLineParser
 from .config import SOLVERS, VAE_DTYPES, WEIGHT_KINDS, RunConfig, parse_bool, validate
 from .errors import UserError
 from .fastpath import ATTENTION_BACKENDS, COMPILE_MODES
 from .models.presets import PRESETS
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports bad input as one line (``error: ...``) and exit code 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        """Print a single-line error and exit 2."""
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2)
 
 
 def _bool_flag(name: str):
@@ -80,9 +72,9 @@ def generate_main(argv: Sequence[str] | None = None) -> int:
     """``generate``: validate flags (exit 2 on bad input), run, write the report; returns exit code."""
     parser = OneLineParser(prog="generate.py", description="Wan2.2 TI2V-5B text/image → video")
     add_generate_args(parser)
-    ns = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[wan-enhanced] %(message)s")
     try:
+        ns = parser.parse_args(argv)
         cfg = validate(config_from_args(ns))
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

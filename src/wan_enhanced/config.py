@@ -7,7 +7,10 @@ Every check here runs before any weights are loaded, and each failure is a singl
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,8 @@ from typing import Any
 from .errors import ConfigError
 from .fastpath import validate_fastpath
 from .models.presets import OFFICIAL_NEGATIVE_PROMPT, PRESETS, ModelPreset, get_preset
+from .monitor.flops import video_tokens
+from .parallel import env_world_size, world_size_needed
 
 SOLVERS = ("unipc", "dpm++")
 WEIGHT_KINDS = ("auto", "diffusers", "official", "random")
@@ -175,7 +180,29 @@ def _check_image(path: str) -> None:
         raise ConfigError(f"--image: {path!r} is not a readable image ({type(exc).__name__})") from None
 
 
-def validate(cfg: RunConfig, *, world_size: int | None = None, cuda_available: bool | None = None) -> RunConfig:
+DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+MAX_SEED = 2**63 - 1
+
+
+def _check_output_path(flag: str, path: str) -> None:
+    """The file's folder must exist or be creatable, and be writable; the path must not be a folder."""
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"--{flag}: {path!r} is a directory; give a file path")
+    parent = p.parent if str(p.parent) else Path(".")
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"--{flag}: {path!r} cannot be written ({parent} is not a writable directory)")
+
+
+def _finite(flag: str, value: float) -> None:
+    if not math.isfinite(value):
+        raise ConfigError(f"--{flag}: {value} is not allowed; must be a finite number")
+
+
+def validate(cfg: RunConfig, *, world_size: int | None = None, cuda_available: bool | None = None,
+             device_count: int | None = None) -> RunConfig:
     """Fill task defaults into ``cfg`` and check every field; raise ConfigError on the first bad one."""
     if cfg.task not in PRESETS:
         raise ConfigError(f"--task: {cfg.task!r} is not allowed; allowed: {', '.join(PRESETS)}")
@@ -192,6 +219,8 @@ def validate(cfg: RunConfig, *, world_size: int | None = None, cuda_available: b
         raise ConfigError(f"--frame_num: {cfg.frame_num} is not allowed; must be 4n+1 and >= 1 (e.g. 81, 121)")
     if cfg.sample_steps < 1:
         raise ConfigError(f"--sample_steps: {cfg.sample_steps} is not allowed; must be >= 1")
+    _finite("sample_guide_scale", cfg.sample_guide_scale)
+    _finite("sample_shift", cfg.sample_shift)
     if cfg.sample_guide_scale < 0:
         raise ConfigError(f"--sample_guide_scale: {cfg.sample_guide_scale} is not allowed; must be >= 0")
     if cfg.sample_shift <= 0:
@@ -200,7 +229,11 @@ def validate(cfg: RunConfig, *, world_size: int | None = None, cuda_available: b
         raise ConfigError(f"--sample_solver: {cfg.sample_solver!r} is not allowed; allowed: {', '.join(SOLVERS)}")
     if cfg.vae_dtype not in VAE_DTYPES:
         raise ConfigError(f"--vae_dtype: {cfg.vae_dtype!r} is not allowed; allowed: {', '.join(VAE_DTYPES)}")
-    validate_fastpath(cfg.compile, cfg.attention_backend)
+    validate_fastpath(cfg.compile, cfg.attention_backend, cfg.ulysses_size)
+    if cfg.base_seed > MAX_SEED:
+        raise ConfigError(f"--base_seed: {cfg.base_seed} is not allowed; must be <= {MAX_SEED} (negative: random)")
+    if cfg.base_seed < 0:  # official meaning: a random seed, recorded in the report
+        cfg.base_seed = random.randint(0, MAX_SEED)
     heads = p.num_heads
     if cfg.ulysses_size < 1 or heads % cfg.ulysses_size != 0:
         divisors = [d for d in range(1, heads + 1) if heads % d == 0]
@@ -208,20 +241,20 @@ def validate(cfg: RunConfig, *, world_size: int | None = None, cuda_available: b
             f"--ulysses_size: {cfg.ulysses_size} does not divide the {heads} attention heads of {cfg.task}; "
             f"allowed: {', '.join(map(str, divisors))}"
         )
-    ws = int(os.environ.get("WORLD_SIZE", "1")) if world_size is None else world_size
+    ws = env_world_size() if world_size is None else world_size
     w, h = cfg.width_height
-    st, sh, sw = p.vae_stride
-    pt, ph, pw = p.patch_size
-    tokens = (((cfg.frame_num - 1) // st + 1) // pt) * ((h // sh) // ph) * ((w // sw) // pw)
+    tokens = video_tokens(cfg.frame_num, h, w, p.vae_stride, p.patch_size)
     if tokens % cfg.ulysses_size != 0:
         raise ConfigError(f"--ulysses_size: {cfg.ulysses_size} does not divide the {tokens} video tokens of "
                           f"{cfg.size} x {cfg.frame_num} frames; choose a size/frame_num whose token count it divides")
     if cfg.cfg_parallel and not cfg.guidance:
         raise ConfigError("--cfg_parallel needs classifier-free guidance; --sample_guide_scale 1 turns it off")
-    needed = cfg.ulysses_size * (2 if cfg.cfg_parallel else 1)
+    needed = world_size_needed(cfg.ulysses_size, cfg.cfg_parallel)
     if ws != needed:
         how = f"--ulysses_size {cfg.ulysses_size}" + (" x 2 (--cfg_parallel)" if cfg.cfg_parallel else "")
         raise ConfigError(f"{how} needs {needed} processes (torchrun --nproc_per_node {needed}); this run has {ws}")
+    if cfg.memory_budget_gb is not None:
+        _finite("memory_budget_gb", cfg.memory_budget_gb)
     if cfg.memory_budget_gb is not None and cfg.memory_budget_gb <= 0:
         raise ConfigError(f"--memory_budget_gb: {cfg.memory_budget_gb} is not allowed; must be > 0")
     if cfg.image is not None:
@@ -230,6 +263,9 @@ def validate(cfg: RunConfig, *, world_size: int | None = None, cuda_available: b
         raise ConfigError(f"--save_file: {cfg.save_file!r} is not allowed; must end in .mp4")
     if cfg.report_file is not None and not cfg.report_file.lower().endswith(".json"):
         raise ConfigError(f"--report_file: {cfg.report_file!r} is not allowed; must end in .json")
+    for flag in ("save_file", "report_file", "save_latents"):
+        if getattr(cfg, flag) is not None:
+            _check_output_path(flag, getattr(cfg, flag))
 
     if cuda_available is None:
         import torch
@@ -237,12 +273,24 @@ def validate(cfg: RunConfig, *, world_size: int | None = None, cuda_available: b
         cuda_available = torch.cuda.is_available()
     if cfg.device is None:
         cfg.device = "cuda" if cuda_available else "cpu"
+    if not DEVICE_RE.match(cfg.device):
+        raise ConfigError(f"--device: {cfg.device!r} is not allowed; allowed: cuda, cuda:N, cpu")
     if cfg.device.startswith("cuda") and not cuda_available:
         raise ConfigError(f"--device: {cfg.device!r} is not available on this machine; allowed: cpu")
-    if cfg.device not in ("cpu",) and not cfg.device.startswith("cuda"):
-        raise ConfigError(f"--device: {cfg.device!r} is not allowed; allowed: cuda, cuda:N, cpu")
+    if ":" in cfg.device:
+        if device_count is None:
+            import torch
+
+            device_count = torch.cuda.device_count()
+        if int(cfg.device.split(":")[1]) >= device_count:
+            raise ConfigError(f"--device: {cfg.device!r} does not exist; this machine has {device_count} GPU(s): "
+                              f"allowed cuda:0 … cuda:{device_count - 1}")
     if cfg.task != "tiny" and cfg.device == "cpu":
-        raise ConfigError(f"--task {cfg.task} needs a CUDA GPU and none is available; use --task tiny on CPU")
+        why = "none is available" if not cuda_available else "--device cpu was asked for"
+        raise ConfigError(f"--task {cfg.task} needs a CUDA GPU and {why}; use --task tiny on CPU")
+    if cfg.ulysses_size > 1 and cfg.device == "cpu":
+        raise ConfigError("--ulysses_size > 1 needs CUDA GPUs (diffusers' context parallelism); "
+                          "on CPU only --cfg_parallel runs")
     if cfg.memory_budget_gb is not None and cfg.device == "cpu":
         raise ConfigError("--memory_budget_gb needs a CUDA device (it caps GPU memory); this run is on cpu")
     if cfg.vae_dtype == "auto":

@@ -60,6 +60,11 @@ class ParallelContext:
         return out
 
 
+def world_size_needed(ulysses_size: int, cfg_parallel: bool) -> int:
+    """Processes a run needs: N = U × (2 with CFG parallel, else 1)."""
+    return ulysses_size * (2 if cfg_parallel else 1)
+
+
 def env_world_size() -> int:
     """WORLD_SIZE set by torchrun (1 when not under torchrun)."""
     return int(os.environ.get("WORLD_SIZE", "1"))

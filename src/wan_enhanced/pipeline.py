@@ -71,6 +71,7 @@ class GenerationResult:
     latents: torch.Tensor | None = None
     frames: np.ndarray | None = None
     video_path: str | None = None
+    latents_path: str | None = None
     load_info: list[LoadInfo] = field(default_factory=list)
     tokenizer: str = ""
 
@@ -97,6 +98,7 @@ class TI2VPipeline:
         self.current_stage: str | None = None
         self.result = GenerationResult()
         self.text_encoder = self.tokenizer = self.dit = self.vae = None
+        self.flops = self._flops_plan()  # computed here, outside every timed stage
 
     # ---- helpers -------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -116,9 +118,10 @@ class TI2VPipeline:
     @property
     def num_tokens(self) -> int:
         """Video tokens the DiT attends over."""
-        _, _, t, h, w = self.latent_shape
-        pt, ph, pw = self.preset.patch_size
-        return (t // pt) * (h // ph) * (w // pw)
+        from .monitor.flops import video_tokens
+
+        w, h = self.cfg.width_height
+        return video_tokens(self.cfg.frame_num, h, w, self.preset.vae_stride, self.preset.patch_size)
 
     def _latent_stats(self, vae: Any, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         z = vae.config.z_dim
@@ -146,7 +149,7 @@ class TI2VPipeline:
                 t5 = self.residency.acquire(t5)
             ctx = self._t5(t5, prompt)
             ctx_null = self._t5(t5, negative_prompt) if self.cfg.guidance and negative_prompt is not None else None
-            self._add_flops("t5_encoder_flops", 1 if ctx_null is None else 2, self.preset.t5, self.preset.text_len)
+            self._add_flops("t5", 1 if ctx_null is None else 2)
             if not self.cfg.t5_cpu:
                 self.residency.release(t5)
         return ctx, ctx_null
@@ -184,6 +187,7 @@ class TI2VPipeline:
                 image, height=h, width=w, resize_mode="crop")
             pixels = pixels.to(self.device, torch.float32).unsqueeze(2).to(self.vae_dtype)
             z = vae.encode(pixels).latent_dist.mode().to(torch.float32)
+            self._add_flops("vae_encode", source="estimate")
             mean, inv_std = self._latent_stats(vae, self.device, torch.float32)
             cond = (z - mean) * inv_std
             self.residency.release(vae)
@@ -208,26 +212,31 @@ class TI2VPipeline:
                 latents: torch.Tensor | None = None) -> torch.Tensor:
         """The sampling loop: one ``Step_i`` stage per step, CFG as two batch-1 forwards."""
         cfg = self.cfg
-        scheduler = make_scheduler(cfg.sample_solver, cfg.sample_shift)
-        latents = self.initial_noise() if latents is None else latents.to(self.device, torch.float32)
-        mask = torch.ones(latents.shape, dtype=torch.float32, device=self.device)
-        if cond is not None:
-            mask[:, :, 0] = 0
-        with self.stage("Denoising", f"{cfg.sample_steps} steps, {'CFG' if ctx_null is not None else 'no CFG'}"):
+        n_fwd = 2 if ctx_null is not None else 1
+        comment = f"{cfg.sample_steps} steps, {'CFG' if ctx_null is not None else 'no CFG'}"
+        if self.residency.offload:
+            comment += "; offload: the DiT weights loaded for this stage count as dynamic memory"
+        with self.stage("Denoising", comment):
+            scheduler = make_scheduler(cfg.sample_solver, cfg.sample_shift)
+            latents = self.initial_noise() if latents is None else latents.to(self.device, torch.float32)
+            mask = torch.ones(latents.shape, dtype=torch.float32, device=self.device)
+            if cond is not None:
+                mask[:, :, 0] = 0
+            _, ph, pw = self.preset.patch_size
             dit = self.residency.acquire(self.dit)
             scheduler.set_timesteps(cfg.sample_steps, device=self.device)
             scheduler.set_begin_index(0)
-            flops = self._forward_flops(per_token=cond is not None or not self.fast.scalar_timestep)
-            n_fwd = 2 if ctx_null is not None else 1
+            scalar = cond is None and self.fast.scalar_timestep
+            flops_key = "dit_scalar" if scalar else "dit_per_token"
             steps = tqdm(scheduler.timesteps, desc="denoise", disable=not self.progress, leave=False)
             for i, t in enumerate(steps):
                 with self.stage(f"Step_{i}", "Compute Heavy"):
                     model_in = latents if cond is None else (1 - mask) * cond + mask * latents
                     model_in = model_in.to(self.dtype)
-                    if cond is None and self.fast.scalar_timestep:
+                    if scalar:
                         timestep = t.expand(1)  # every token has timestep t: embed it once
                     else:
-                        timestep = (mask[0][0][:, ::2, ::2] * t).flatten().unsqueeze(0)
+                        timestep = (mask[0][0][:, ::ph, ::pw] * t).flatten().unsqueeze(0)
                     if i == cfg.sample_steps - 1:
                         self.residency.prefetch(self.vae)  # the decoder's weights arrive while we compute
                     if ctx_null is not None and self.par.cfg_parallel:
@@ -245,41 +254,53 @@ class TI2VPipeline:
                                      return_dict=False)[0]
                         noise = uncond + cfg.sample_guide_scale * (noise - uncond)
                     latents = scheduler.step(noise, t, latents, return_dict=False)[0]
-                    if flops is not None:  # this rank's share of the step's work
-                        share = (n_fwd / (2 if self.par.cfg_parallel else 1)) / self.par.ulysses_size
-                        self.monitor.add_flops(flops * share)
+                    # this rank's share of the step's work
+                    self._add_flops(flops_key, (n_fwd / (2 if self.par.cfg_parallel else 1)) / self.par.ulysses_size)
             if cond is not None:
                 latents = (1 - mask) * cond + mask * latents
             self.residency.release(dit)
         self.result.latents = latents.detach().to("cpu")
         return latents
 
-    def _add_flops(self, fn: str, times: int, *args: Any, source: str = "analytic") -> None:
-        """Attribute a FLOP count from ``monitor.flops`` to the current stage (skipped if unavailable)."""
+    def _flops_plan(self) -> dict[str, float]:
+        """Analytic / estimated FLOPs of each unit of work of this run (empty if unavailable)."""
         try:
             from .monitor import flops
-        except ImportError:  # pragma: no cover
-            return
-        self.monitor.add_flops(float(getattr(flops, fn)(*args).total) * times, source=source)
-
-    def _forward_flops(self, per_token: bool) -> float | None:
-        try:
-            from .monitor.flops import dit_forward_flops
         except ImportError:  # pragma: no cover - monitor not installed
-            return None
-        return float(dit_forward_flops(self.preset.dit, num_tokens=self.num_tokens, text_len=self.preset.text_len,
-                                       per_token_timestep=per_token).total)
+            return {}
+        p, n, text_len = self.preset, self.num_tokens, self.preset.text_len
+        _, _, lt, lh, lw = self.latent_shape
+        plan = {
+            "dit_per_token": flops.dit_forward_flops(p.dit, num_tokens=n, text_len=text_len,
+                                                     per_token_timestep=True).total,
+            "dit_scalar": flops.dit_forward_flops(p.dit, num_tokens=n, text_len=text_len,
+                                                  per_token_timestep=False).total,
+            "t5": flops.t5_encoder_flops(p.t5, text_len).total,
+        }
+        try:  # a meta-device FlopCounterMode pass: seconds on a small CPU, so never inside a stage
+            plan["vae_decode"] = flops.vae_flops_estimate(p.vae, lt, lh, lw, op="decode").total
+            if self.cfg.is_i2v:
+                plan["vae_encode"] = flops.vae_flops_estimate(p.vae, 1, lh, lw, op="encode").total
+        except Exception:  # noqa: BLE001 - an estimate that cannot be made is simply not reported
+            pass
+        return {k: float(v) for k, v in plan.items()}
+
+    def _add_flops(self, key: str, times: float = 1.0, source: str = "analytic") -> None:
+        if key in self.flops:
+            self.monitor.add_flops(self.flops[key] * times, source=source)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> np.ndarray:
         """Latents → frames (F, H, W, 3) floats in [0, 1] on the CPU."""
-        with self.stage("VAE_Decoding", f"VAE decode ({self.cfg.vae_dtype})"):
+        comment = f"VAE decode ({self.cfg.vae_dtype})"
+        if self.residency.offload:
+            comment += "; offload: the VAE weights loaded for this stage count as dynamic memory"
+        with self.stage("VAE_Decoding", comment):
             vae = self.residency.acquire(self.vae)
             mean, inv_std = self._latent_stats(vae, self.device, self.vae_dtype)
             z = latents.to(self.device, self.vae_dtype) / inv_std + mean
             video = vae.decode(z, return_dict=False)[0]
-            _, _, lt, lh, lw = z.shape
-            self._add_flops("vae_flops_estimate", 1, self.preset.vae, lt, lh, lw, source="estimate")
+            self._add_flops("vae_decode", source="estimate")
             frames = VideoProcessor(vae_scale_factor=self.preset.vae_stride[1]).postprocess_video(
                 video.float(), output_type="np")[0]
             self.residency.release(vae)
@@ -299,14 +320,14 @@ class TI2VPipeline:
         cfg = self.cfg
         self.load_text_encoder()
         ctx, ctx_null = self.encode_text(cfg.prompt, cfg.effective_negative_prompt)
-        if cfg.offload_model or cfg.t5_cpu:
-            self.text_encoder = None  # the embeddings are all we need from here on
+        self.residency.forget(self.text_encoder)
+        self.text_encoder = None  # the embeddings are all we need from here on
         self.load_vae()
         cond = self.encode_image(cfg.image) if cfg.is_i2v else None  # type: ignore[arg-type]
         self.load_dit()
         latents = self.denoise(ctx, ctx_null, cond)
-        if cfg.offload_model:
-            self.dit = None
+        self.residency.forget(self.dit)
+        self.dit = None  # frees its memory before the decoder's activations need it
         if not self.par.is_main:
             return self.result  # rank 0 decodes and writes; the latents are identical on every rank
         frames = self.decode(latents)

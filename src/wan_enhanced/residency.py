@@ -1,6 +1,6 @@
 """Which model lives on which device when: memory policies of a run.
 
-- ``resident``: every model stays on the GPU once loaded (fastest, largest peak).
+- ``resident``: a model stays on the GPU from its load until the pipeline no longer needs it.
 - ``offload`` (official ``--offload_model True``): only the current stage's model is on the GPU.
   Each model keeps a pinned copy of its weights in host memory, so moving it off the GPU is free
   (the GPU copy is dropped; weights never change) and moving it on runs at full host-link speed.
@@ -11,14 +11,19 @@ PyTorch allocator of this process so a large GPU can answer "does it fit N GB?".
 
 from __future__ import annotations
 
+import math
+import weakref
+
 import torch
+
+from .errors import ConfigError
 
 GIB = 1024**3
 POLICIES = ("resident", "offload")
 
 
 def _tensors(model: torch.nn.Module) -> list[torch.Tensor]:
-    return [t for t in list(model.parameters()) + list(model.buffers())]
+    return list(model.parameters()) + list(model.buffers())
 
 
 class Residency:
@@ -29,8 +34,9 @@ class Residency:
             raise ValueError(f"unknown residency policy {policy!r}; allowed: {', '.join(POLICIES)}")
         self.device = device
         self.policy = policy if device.type == "cuda" else "resident"
-        self._host: dict[int, list[torch.Tensor]] = {}
-        self._ready: dict[int, torch.cuda.Event] = {}
+        # keyed by the module itself (weakly): an id() could be reused by a later model
+        self._host: weakref.WeakKeyDictionary[torch.nn.Module, list[torch.Tensor]] = weakref.WeakKeyDictionary()
+        self._ready: weakref.WeakKeyDictionary[torch.nn.Module, torch.cuda.Event] = weakref.WeakKeyDictionary()
         self._stream = torch.cuda.Stream(device) if self.policy == "offload" else None
 
     @property
@@ -40,29 +46,30 @@ class Residency:
 
     def park(self, model: torch.nn.Module) -> torch.nn.Module:
         """Keep a pinned host copy of ``model``'s weights and free its GPU memory (offload only)."""
-        if not self.offload or id(model) in self._host:
+        if not self.offload or model in self._host:
             return model
         host = []
         for t in _tensors(model):
-            h = t.detach().to("cpu")
-            host.append(h.pin_memory())
-            t.data = host[-1]
-        self._host[id(model)] = host
+            h = torch.empty(t.shape, dtype=t.dtype, device="cpu", pin_memory=True)
+            h.copy_(t.detach())  # one copy straight into pinned memory
+            host.append(h)
+            t.data = h
+        self._host[model] = host
         torch.cuda.empty_cache()
         return model
 
     def prefetch(self, model: torch.nn.Module | None) -> None:
         """Start copying ``model`` to the GPU on a side stream (no-op unless parked)."""
-        if model is None or not self.offload or id(model) not in self._host or id(model) in self._ready:
+        if model is None or not self.offload or model not in self._host or model in self._ready:
             return
         assert self._stream is not None
         self._stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(self._stream):
-            for t, h in zip(_tensors(model), self._host[id(model)], strict=True):
+            for t, h in zip(_tensors(model), self._host[model], strict=True):
                 t.data = h.to(self.device, non_blocking=True)
             ev = torch.cuda.Event()
             ev.record(self._stream)
-        self._ready[id(model)] = ev
+        self._ready[model] = ev
 
     def acquire(self, model: torch.nn.Module) -> torch.nn.Module:
         """Make sure ``model`` is on the compute device before its stage."""
@@ -70,32 +77,58 @@ class Residency:
             return model.to(self.device)
         self.park(model)
         self.prefetch(model)
-        ev = self._ready[id(model)]
         cur = torch.cuda.current_stream(self.device)
-        cur.wait_event(ev)
+        cur.wait_event(self._ready[model])
         for t in _tensors(model):
-            t.data.record_stream(cur)
+            t.data.record_stream(cur)  # the side stream's blocks are in use on this stream
         return model
 
     def release(self, model: torch.nn.Module | None) -> None:
         """After a stage: drop the GPU copy (the pinned host copy stays) when offloading."""
-        if model is None or not self.offload or id(model) not in self._host:
+        if model is None or not self.offload or model not in self._host:
             return
-        for t, h in zip(_tensors(model), self._host[id(model)], strict=True):
+        for t, h in zip(_tensors(model), self._host[model], strict=True):
             t.data = h
-        self._ready.pop(id(model), None)
+        self._ready.pop(model, None)
         torch.cuda.empty_cache()
+
+    def forget(self, model: torch.nn.Module | None) -> None:
+        """The pipeline no longer needs ``model``: drop its GPU copy and its pinned host copy."""
+        if model is None:
+            return
+        self.release(model)
+        self._host.pop(model, None)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def check_memory_budget(device: torch.device, budget_gb: float | None) -> None:
+    """Reject a budget the card cannot even hold (one line, before any weights load)."""
+    if budget_gb is None or device.type != "cuda":
+        return
+    total = torch.cuda.get_device_properties(device).total_memory / GIB
+    if not math.isfinite(budget_gb) or budget_gb > total:
+        raise ConfigError(f"--memory_budget_gb: {budget_gb:g} is more than this GPU has ({total:.1f} GB); "
+                          f"allowed: 0 < N <= {total:.1f}")
 
 
 def apply_memory_budget(device: torch.device, budget_gb: float | None) -> dict[str, float] | None:
-    """Cap this process's CUDA caching allocator at ``budget_gb`` GB (GiB, 2^30 bytes, as cards are sold).
+    """Cap this process's CUDA caching allocator so that allocator + CUDA context fit ``budget_gb`` GiB.
 
-    The CUDA context itself (a few hundred MB) is outside the allocator and not capped; reports show
-    it through NVML's device-used memory.
+    The CUDA context (and anything else of this process outside PyTorch's allocator) is measured now as
+    device-used memory minus what the allocator holds, and subtracted from the budget; the cap applies
+    to reserved memory (what the allocator holds from the driver), so "fits" means the whole process
+    would fit a card of ``budget_gb`` GiB — other processes on the card excepted.
     """
     if budget_gb is None or device.type != "cuda":
         return None
-    total = torch.cuda.get_device_properties(device).total_memory
-    fraction = min(1.0, budget_gb * GIB / total)
+    check_memory_budget(device, budget_gb)
+    free, total = torch.cuda.mem_get_info(device)
+    outside = max(0, (total - free) - torch.cuda.memory_reserved(device))
+    cap = max(0.0, budget_gb * GIB - outside)
+    fraction = min(1.0, cap / total)
     torch.cuda.set_per_process_memory_fraction(fraction, device)
-    return {"budget_gb": budget_gb, "fraction": fraction, "device_total_gb": total / GIB}
+    return {"budget_gb": budget_gb, "fraction": fraction, "device_total_gb": total / GIB,
+            "outside_allocator_gb": outside / GIB, "allocator_cap_gb": cap / GIB,
+            "note": "device-used memory outside PyTorch's allocator at start (CUDA context, other processes) "
+                    "is subtracted from the budget"}

@@ -8,13 +8,16 @@ keeps what was already computed (latents are saved when decoding fails).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from .config import RunConfig
+from .errors import UserError
 from .parallel import ParallelContext, init_parallel, shutdown
 from .pipeline import GenerationResult, TI2VPipeline
 from .residency import apply_memory_budget
@@ -34,16 +37,42 @@ class RunOutcome:
 
 
 def _error_status(exc: BaseException, cfg: RunConfig) -> tuple[str, str]:
+    """(status, one-line message without the exception type) for a failed run."""
     if isinstance(exc, torch.OutOfMemoryError):
         if cfg.memory_budget_gb is not None:
             return "oom", f"does not fit within {cfg.memory_budget_gb:g} GB"
         return "oom", "out of GPU memory"
-    return "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    if isinstance(exc, KeyboardInterrupt):
+        return "failed", "interrupted"
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return "failed", text or type(exc).__name__
+
+
+def _keep_latents(pipe: TI2VPipeline, cfg: RunConfig, error: dict[str, Any]) -> None:
+    """After a failure: save the denoised latents, if any, so that nothing computed is lost."""
+    if pipe.result.latents is None or not (cfg.save_file or cfg.save_latents):
+        return
+    path = cfg.save_latents or cfg.save_file + ".latents.pt"
+    if error.get("saved_latents") == path:
+        return
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        torch.save(pipe.result.latents, path)
+        error["saved_latents"] = path
+        error["message"] += f" (denoised latents kept in {path})"
+    except Exception as exc:  # noqa: BLE001 - the report must still be written
+        error["message"] += f" (could not keep the denoised latents in {path}: {type(exc).__name__})"
 
 
 def run_generation(cfg: RunConfig, *, progress: bool = True, sample_interval_s: float = 0.1,
                    monitor_enabled: bool = True) -> RunOutcome:
-    """Run the pipeline for a validated ``cfg`` under a Monitor; write the report if asked."""
+    """Run the pipeline for a validated ``cfg`` under a Monitor; write the report if asked.
+
+    Every outcome writes the report (when ``--report_file`` is given) and prints at most one
+    ``error:`` line: exit code 0 ok, 2 bad input (e.g. a checkpoint key), 1 any other failure.
+    Under torchrun a failing rank never enters a collective (its partner may be inside one): it writes
+    its own report (``<report>.rank<N>.json``) and ends the process, which makes torchrun stop the rest.
+    """
     from .monitor import Monitor
     from .report.schema import build_report, write_report
 
@@ -57,34 +86,31 @@ def run_generation(cfg: RunConfig, *, progress: bool = True, sample_interval_s: 
             device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
     budget = apply_memory_budget(device, cfg.memory_budget_gb)
-    monitor = Monitor(device=device if device.type == "cuda" else None, sample_interval_s=sample_interval_s,
-                      sampler=monitor_enabled)
+    monitor = Monitor(device=device, sample_interval_s=sample_interval_s, sampler=monitor_enabled)
     pipe = TI2VPipeline(cfg, monitor=monitor, progress=progress and par.is_main, parallel=par)
     log.info("weights: %s", cfg.weights_note)
-    status, message, error = "ok", "", None
+    failure: BaseException | None = None
     monitor.start()
     try:
         with monitor.stage("Total", "End to end"):
             pipe.generate()
-    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - recorded in the report, re-raised below
-        status, message = _error_status(exc, cfg)
-        error = {"stage": pipe.current_stage, "type": type(exc).__name__, "message": message}
-        if pipe.result.latents is not None and (cfg.save_file or cfg.save_latents):
-            path = cfg.save_latents or cfg.save_file + ".latents.pt"
-            try:
-                torch.save(pipe.result.latents, path)
-                error["saved_latents"] = path
-                message += f" (denoised latents kept in {path})"
-            except OSError as save_exc:
-                message += f" (could not keep the denoised latents in {path}: {save_exc.strerror})"
-            error["message"] = message
-        if isinstance(exc, KeyboardInterrupt) or status == "failed" and not cfg.report_file:
-            monitor.stop()
-            raise
+        if cfg.save_latents and par.is_main and pipe.result.latents is not None:
+            Path(cfg.save_latents).parent.mkdir(parents=True, exist_ok=True)
+            torch.save(pipe.result.latents, cfg.save_latents)
+            pipe.result.latents_path = cfg.save_latents
+    except BaseException as exc:  # noqa: BLE001 - recorded in the report; re-raised only if interrupted
+        failure = exc
+        log.debug("run failed", exc_info=True)
     finally:
         monitor.stop()
-    if status == "ok" and cfg.save_latents and par.is_main and pipe.result.latents is not None:
-        torch.save(pipe.result.latents, cfg.save_latents)
+    status, message, error = "ok", "", None
+    if failure is not None:
+        status, message = _error_status(failure, cfg)
+        stage = getattr(monitor, "failed_stage", None) or pipe.current_stage
+        error = {"stage": stage, "type": type(failure).__name__, "message": message}
+        if par.is_main:
+            _keep_latents(pipe, cfg, error)
+        message = error["message"]
     frames = pipe.result.frames
     outputs = {
         "video": pipe.result.video_path,
@@ -105,16 +131,24 @@ def run_generation(cfg: RunConfig, *, progress: bool = True, sample_interval_s: 
     run["num_tokens"] = pipe.num_tokens
     run["latent_shape"] = list(pipe.latent_shape)
     report = build_report(monitor, run=run, weights=weights, outputs=outputs, status=status, error=error)
+    code = 0 if failure is None else 2 if isinstance(failure, UserError) else 1
+    if par.enabled and failure is not None:
+        if cfg.report_file:
+            write_report(f"{cfg.report_file[:-5]}.rank{par.rank}.json", report)
+        print(f"error: rank {par.rank}, stage {error['stage']}: {message}", file=sys.stderr, flush=True)
+        sys.stderr.flush()
+        os._exit(code)  # no collective after a failure; torchrun ends the other ranks
     if par.enabled:
         report = merge_ranks(report, par.gather_objects(report), par)
         shutdown(par)
         if not par.is_main:
-            return RunOutcome(pipe.result, None, status, 0 if status == "ok" else 1, message)
+            return RunOutcome(pipe.result, None, status, code, message)
     if cfg.report_file:
         write_report(cfg.report_file, report)
-    code = 0 if status == "ok" else 1
-    if status != "ok":
+    if failure is not None:
         print(f"error: stage {error['stage']}: {message}", file=sys.stderr)
+    if isinstance(failure, KeyboardInterrupt):
+        raise failure
     return RunOutcome(pipe.result, report, status, code, message)
 
 
@@ -147,4 +181,20 @@ def merge_ranks(main: dict[str, Any], reports: list[dict[str, Any]] | None, par:
         },
         "ranks": ranks,
     }
+    totals = main.setdefault("totals", {})
+    n = len(reports)
+    for key, how in (("flops", sum), ("energy_j", sum), ("tflops_per_s", sum),
+                     ("mfu", lambda v: sum(v) / len(v))):
+        vals = [((rep.get("totals") or {}).get(key) or {}).get("value") for rep in reports]
+        old = totals.get(key) or {}
+        if any(v is None for v in vals):
+            totals[key] = {"value": None, "unit": old.get("unit", ""), "source": "unavailable",
+                           "reason": f"not available on every one of the {n} ranks"}
+        else:
+            what = "sum" if how is sum else "mean"
+            totals[key] = {"value": how(vals), "unit": old.get("unit", ""), "source": f"{what} over {n} ranks",
+                           "reason": old.get("reason")}
+    gpu = (main.get("system") or {}).get("gpu")
+    if gpu:
+        gpu["count"] = par.world_size  # GPUs this run used (one per rank)
     return main

@@ -19,4 +19,6 @@ def save_mp4(frames: np.ndarray, path: str | Path, fps: int = 24) -> Path:
                             ffmpeg_log_level="error") as writer:
         for frame in frames:
             writer.append_data(frame)
+    if not path.is_file() or path.stat().st_size == 0:  # ffmpeg can fail without raising
+        raise OSError(f"{path}: the video was not written")
     return path

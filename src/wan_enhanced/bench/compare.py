@@ -20,11 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..argparse_util import OneLineParser
 from ..errors import ConfigError, ReportError, UserError
+from ..monitor.metrics import fmt_num, value_of
 from . import reportdata as rd
 from .charts import grouped_bar_chart, stage_time_chart
 from .gpus import by_key, catalog_file, hourly, load_gpus, num, price
-from .markdown import Notes, esc, fmt_num
+from .markdown import Notes, esc
 from .projection import DEFAULT_CONTEXT_GB, Projection, ProjectionError, error_percent, project_report
 
 # Flags that may differ between machines without making two runs different experiments.
@@ -53,14 +55,6 @@ class Measured:
     def total_s(self) -> float | None:
         """Measured end-to-end seconds."""
         return rd.wall_s(self.report)
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are one-line ConfigErrors (exit 2)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        """Raise instead of printing usage."""
-        raise ConfigError(message)
 
 
 # ----------------------------------------------------------------------------------------- inputs
@@ -137,17 +131,25 @@ def _run_settings(rep: dict[str, Any]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------- numbers
-def fit_verdict(peak_gb: float | None, memory_gb: float | None, context_gb: float) -> tuple[str, float | None]:
-    """("fits" | "does not fit" | "unknown", need GB) for a peak on a card of ``memory_gb``."""
-    if peak_gb is None or memory_gb is None:
+def fit_verdict(reserved_gb: float | None, memory_gb: float | None, context_gb: float) -> tuple[str, float | None]:
+    """("fits" | "does not fit" | "unknown", need GB) on a card of ``memory_gb``.
+
+    need = peak *reserved* memory (what PyTorch's caching allocator holds, ``peak_memory(report,
+    "reserved")``) + ``context_gb`` for the CUDA context.
+    """
+    if reserved_gb is None or memory_gb is None:
         return "unknown", None
-    need = peak_gb + context_gb
+    need = reserved_gb + context_gb
     return ("fits" if need <= memory_gb else "does not fit"), need
 
 
 def efficiency(flops: float | None, seconds: float | None, entry: dict[str, Any] | None, count: int
                ) -> tuple[float | None, str]:
-    """Achieved FLOP/s ÷ (peak dense bf16 FLOP/s × cards), as a fraction; (None, reason) if unknown."""
+    """Achieved FLOP/s ÷ (peak dense bf16 FLOP/s × cards), as a fraction; (None, reason) if unknown.
+
+    ``flops`` is the run's total over all its GPUs (a multi-GPU report's ``totals.flops`` sums the
+    ranks) and ``count`` the GPUs it used (``gpu_of``), so this is the mean utilization per card.
+    """
     peak = num(entry, "bf16_dense_tflops")
     if flops is None:
         return None, "report has no FLOP count"
@@ -191,8 +193,9 @@ class Row:
     count: int
     total_s: float | None
     stages: dict[str, float]
-    peak_gb: float | None
-    flops: float | None
+    peak_reserved_gb: float | None  # per GPU; the fit uses it
+    peak_alloc_gb: float | None
+    flops: float | None  # all GPUs of the run together
     energy_j: dict[str, Any] | None
     status: str
     error: dict[str, Any] | None
@@ -209,7 +212,8 @@ def _measured_row(m: Measured) -> Row:
     return Row(label=m.label, basis="measured", projected=False, entry=m.entry, count=m.gpu.count,
                total_s=m.total_s if m.status == "ok" else None,
                stages=stages,
-               peak_gb=rd.peak_memory_gb(rep), flops=rd.mval(rd.total(rep, "flops")),
+               peak_reserved_gb=rd.peak_memory_gb(rep, "reserved"), peak_alloc_gb=rd.peak_memory_gb(rep, "allocated"),
+               flops=value_of(rd.total(rep, "flops")),
                energy_j=rd.total(rep, "energy_j"), status=m.status, error=rep.get("error"), measured=m)
 
 
@@ -231,8 +235,9 @@ def _pick_source(target: dict[str, Any], sources: list[Measured]) -> Measured | 
 def _projected_row(p: Projection, m: Measured, target: dict[str, Any]) -> Row:
     return Row(label=(f"{p.count}× " if p.count > 1 else "") + str(target.get("name") or target["key"]),
                basis=f"projected from {m.label}", projected=True, entry=target, count=p.count,
-               total_s=p.projected_total_s, stages=p.stage_totals(), peak_gb=p.peak_memory_gb,
-               flops=rd.mval(rd.total(m.report, "flops")), energy_j=None, status="ok", error=None, projection=p,
+               total_s=p.projected_total_s, stages=p.stage_totals(), peak_reserved_gb=p.peak_memory_gb,
+               peak_alloc_gb=rd.peak_memory_gb(m.report, "allocated"),
+               flops=value_of(rd.total(m.report, "flops")), energy_j=None, status="ok", error=None, projection=p,
                measured=m)
 
 
@@ -295,7 +300,7 @@ def build_case(case: str, runs: list[Measured], catalog: list[dict[str, Any]], t
 
 # ----------------------------------------------------------------------------------------- markdown
 def _money(v: float) -> str:
-    return f"${v:.4f}" if v < 0.1 else f"${v:.3f}" if v < 10 else f"${v:,.2f}"
+    return f"${fmt_num(v, 4)}" if v < 0.1 else f"${v:.3f}" if v < 10 else f"${v:,.2f}"
 
 
 def _catalog_table(catalog: list[dict[str, Any]], notes: Notes) -> list[str]:
@@ -364,12 +369,12 @@ def _cost_table(cc: CaseComparison, notes: Notes) -> tuple[list[str], list[tuple
         if r.projected:
             wh = notes.na("energy is not projected: Wh per video comes only from a measured energy counter")
         else:
-            e = rd.mval(r.energy_j)
+            e = value_of(r.energy_j)
             wh = fmt_num(e / 3600.0, 3) if e is not None else notes.na(rd.mreason(r.energy_j, "energy not measured"))
         scores.append((r.label, ce, r.projected))
         lines.append("| " + " | ".join([
             esc(r.label), esc(r.basis), fmt_num(r.total_s, 2),
-            notes.na(ewhy) if eff is None else f"{eff * 100:.1f} %",
+            notes.na(ewhy) if eff is None else f"{fmt_num(eff * 100, 1)} %",
             notes.na(cwhy) if ce is None else f"{ce * 3.6e6:.3g}" + (f" ({ce / best:.2f}× best)" if best else ""),
             notes.na(dwhy) if dv is None else _money(dv[0]) if dv[0] == dv[1] else f"{_money(dv[0])}–{_money(dv[1])}",
             wh,
@@ -381,18 +386,20 @@ def _fit_table(cc: CaseComparison, catalog: list[dict[str, Any]], context_gb: fl
     measured = [r for r in cc.rows if not r.projected and r.measured is not None]
     budget_rows = [(r, (r.measured.report.get("run") or {}).get("memory_budget_gb")) for r in measured]  # type: ignore[union-attr]
     budget_rows = [(r, b) for r, b in budget_rows if isinstance(b, (int, float))]
-    ok = [r for r in measured if r.status == "ok" and r.peak_gb is not None]
+    ok = [r for r in measured if r.status == "ok" and r.peak_reserved_gb is not None]
     lines: list[str] = []
     if ok:
-        ref = max(ok, key=lambda r: r.peak_gb or 0.0)
-        lines += [f"Peak memory {ref.peak_gb:.2f} GB (the larger of allocated and reserved) measured on "
-                  f"{esc(ref.label)}" + (", the largest of the measured runs" if len(ok) > 1 else "")
+        ref = max(ok, key=lambda r: r.peak_reserved_gb or 0.0)
+        alloc = "" if ref.peak_alloc_gb is None else f"; {fmt_num(ref.peak_alloc_gb, 2)} GB allocated by tensors"
+        lines += [f"Need = peak **reserved** memory {fmt_num(ref.peak_reserved_gb or 0.0, 2)} GB (held by PyTorch's "
+                  f"caching allocator{alloc}) measured on {esc(ref.label)}"
+                  + (", the largest of the measured runs" if len(ok) > 1 else "")
                   + f", + {context_gb:g} GB CUDA-context allowance, against each card's memory (the verdict is a "
                   "projection from the measured peak):", "",
-                  "| GPU | Memory GB | Need GB | Fit |", "|---|---:|---:|---|"]
+                  "| GPU | Memory GB | Need GB (reserved + context) | Fit |", "|---|---:|---:|---|"]
         for e in catalog:
             mem = num(e, "memory_gb")
-            verdict, need = fit_verdict(ref.peak_gb, mem, context_gb)
+            verdict, need = fit_verdict(ref.peak_reserved_gb, mem, context_gb)
             margin = "" if need is None or mem is None else f" ({mem - need:+.1f} GB)"
             lines.append(f"| {esc(e.get('name') or e['key'])} | "
                          + (fmt_num(mem, 0) if mem is not None else notes.na("no memory size in the catalog"))
@@ -416,8 +423,9 @@ def _fit_table(cc: CaseComparison, catalog: list[dict[str, Any]], context_gb: fl
             lines.append(f"\nMeasured under `--memory_budget_gb {b:g}` on {esc(r.label)}: **does not fit within {b:g} GB** "
                          f"(stopped in `{(r.error or {}).get('stage')}`: {esc((r.error or {}).get('message'))}).")
         elif r.status == "ok":
-            lines.append(f"\nMeasured under `--memory_budget_gb {b:g}` on {esc(r.label)}: **fits within {b:g} GB** "
-                         f"(peak {fmt_num(r.peak_gb or 0.0, 2)} GB).")
+            lines.append(f"\nMeasured under `--memory_budget_gb {b:g}` on {esc(r.label)}: **fits within {b:g} GB**"
+                         + ("" if r.peak_reserved_gb is None else f" (peak reserved {fmt_num(r.peak_reserved_gb, 2)} GB)")
+                         + ".")
     return lines
 
 
@@ -439,8 +447,8 @@ def _method_block(p: Projection) -> list[str]:
              f"Method: {esc(p.method)}.", "",
              "| Part | Kind | Why | Measured s | × | Projected s |", "|---|---|---|---:|---:|---:|"]
     for part in p.parts:
-        lines.append(f"| {esc(part.name)} | {part.kind} | {esc(part.why)} | {part.measured_s:.3f} | {part.factor:.3f} | "
-                     f"{part.projected_s:.3f} |")
+        lines.append(f"| {esc(part.name)} | {part.kind} | {esc(part.why)} | {fmt_num(part.measured_s, 3)} | "
+                     f"{part.factor:.3f} | {fmt_num(part.projected_s, 3)} |")
     lines += ["", "Factors: " + "; ".join(f"{k} × {f:.3f} ({esc(b)})" for k, (f, b) in p.factors.items()) + ".",
               "Caveats: " + "; ".join(esc(c) for c in p.caveats) + ".", "", "</details>", ""]
     return lines
@@ -461,7 +469,8 @@ def render_compare_markdown(cases: list[CaseComparison], catalog: list[dict[str,
            "3.6e6 = videos per hour per $1,000 of GPUs; higher is better.",
            "- $ per video = total time × cloud price per GPU-hour (low–high snapshot) × GPUs.",
            "- Wh per video = GPU energy counter over the run (measured runs only).",
-           f"- Fit: measured peak memory + {context_gb:g} GB allowance for the CUDA context and allocator ≤ card memory.",
+           f"- Fit: measured peak reserved memory (what PyTorch's caching allocator holds, per GPU) + {context_gb:g} GB "
+           "allowance for the CUDA context ≤ card memory.",
            ""]
     if "total_time" in charts:
         out += [f"![Total time per GPU]({charts['total_time']})", ""]
@@ -565,7 +574,7 @@ def compare(inputs: Sequence[str], output: Path, catalog_path: str | None = None
 
 def build_parser() -> argparse.ArgumentParser:
     """Flags of ``wan-enhanced compare``."""
-    p = _Parser(prog="wan-enhanced compare", description="Merge benchmark runs from several machines into one "
+    p = OneLineParser(prog="wan-enhanced compare", description="Merge benchmark runs from several machines into one "
                                                           "cross-GPU Markdown report with projections and costs")
     p.add_argument("inputs", nargs="+", help="suite run dirs (benchmark/reports/<id>), dirs of run dirs, "
                                              "or report JSON files")
@@ -576,7 +585,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--targets", help="comma-separated catalog keys to show/project (default: every catalog GPU)")
     p.add_argument("--cases", help="comma-separated case names to include (default: all)")
     p.add_argument("--context-gb", type=float, default=DEFAULT_CONTEXT_GB,
-                   help=f"allowance for the CUDA context and allocator in the fit check (default {DEFAULT_CONTEXT_GB})")
+                   help=f"allowance for the CUDA context in the fit check (peak reserved + this ≤ card memory) (default {DEFAULT_CONTEXT_GB})")
     return p
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..monitor.catalog import catalog_path, load_catalog, match_gpu
+from ..monitor.metrics import value_of
 
 
 def load_gpus(path: str | Path | None = None) -> list[dict[str, Any]]:
@@ -46,12 +47,8 @@ def num(entry: dict[str, Any] | None, field: str) -> float | None:
     """A positive numeric field of an entry (None when absent, null or not a number)."""
     if entry is None:
         return None
-    v = entry.get(field)
-    if isinstance(v, dict):
-        v = v.get("value")
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-        return None
-    return float(v)
+    v = value_of(entry.get(field))
+    return float(v) if v is not None and v > 0 else None
 
 
 def price(entry: dict[str, Any] | None) -> tuple[float | None, str]:
@@ -59,8 +56,8 @@ def price(entry: dict[str, Any] | None) -> tuple[float | None, str]:
     if entry is None:
         return None, "GPU not in the catalog"
     p = entry.get("purchase_usd")
-    v = p.get("value") if isinstance(p, dict) else p
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+    v = value_of(p)
+    if v is None or v <= 0:
         return None, f"no purchase price for {entry.get('key')} in the catalog"
     return float(v), _cite(p) if isinstance(p, dict) else "catalog"
 

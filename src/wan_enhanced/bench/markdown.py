@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..monitor.metrics import fmt_num, value_of
+from ..report.text import error_text
 from . import reportdata as rd
 from .charts import stage_time_chart, timeline_chart
 
@@ -44,17 +46,10 @@ def esc(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def fmt_num(v: float, digits: int) -> str:
-    """A number with ``digits`` decimals (more for tiny non-zero values)."""
-    if v != 0 and abs(v) < 10 ** (-digits):
-        return f"{v:.2g}"
-    return f"{v:.{digits}f}"
-
-
 def cell(metric: Any, notes: Notes, digits: int = 2, scale: float = 1.0, default_reason: str = "not recorded"
          ) -> str:
     """A metric object as a table cell: the value, or ``n/a (k)`` with the reason as note k."""
-    v = rd.mval(metric)
+    v = value_of(metric)
     if v is None:
         return notes.na(rd.mreason(metric, default_reason))
     return fmt_num(v * scale, digits)
@@ -62,7 +57,7 @@ def cell(metric: Any, notes: Notes, digits: int = 2, scale: float = 1.0, default
 
 def percent_cell(metric: Any, notes: Notes, digits: int = 1) -> str:
     """A ratio/percent metric as a percent cell (unit ``%`` taken as is, else a fraction × 100)."""
-    v = rd.mval(metric)
+    v = value_of(metric)
     if v is None:
         return notes.na(rd.mreason(metric))
     unit = str((metric or {}).get("unit") or "") if isinstance(metric, dict) else ""
@@ -73,7 +68,7 @@ def sm_cell(metric: Any, notes: Notes, digits: int = 1) -> str:
     """SM% cell; a ``utilization.gpu`` fallback is marked with a note."""
     text = cell(metric, notes, digits)
     src = rd.msource(metric)
-    if rd.mval(metric) is not None and src and src not in ("gpm",):
+    if value_of(metric) is not None and src and src not in ("gpm",):
         text += " " + notes.ref(f"SM % from {src}: "
                                 + ("NVML utilization.gpu, the share of time any kernel ran — an upper bound, "
                                    "not SM activity" if src == "nvml_util" else "not from GPM SM activity counters"))
@@ -126,8 +121,9 @@ def _settings_rows(cases: list[dict[str, Any]], reports: dict[str, dict[str, Any
 def summary_table(cases: list[dict[str, Any]], reports: dict[str, dict[str, Any] | None], notes: Notes
                   ) -> list[str]:
     """The Benchmark Summary table rows."""
-    head = ("| Case | Status | Total s | s/step | Peak mem GB | Mean SM % | Compute load | MFU | Energy Wh |")
-    lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    head = ("| Case | Status | Total s | s/step | Peak alloc GB | Peak reserved GB | Mean SM % | Compute load | MFU "
+            "| Energy Wh |")
+    lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for c in cases:
         rep = reports.get(c["name"])
         status = status_text(c)
@@ -135,14 +131,15 @@ def summary_table(cases: list[dict[str, Any]], reports: dict[str, dict[str, Any]
             why = ("case did not run to the end (see Failures)" if c.get("status") in ("failed", "oom", "interrupted")
                    else "case has not run yet" if c.get("status") == "pending" else "no report")
             na = notes.na(why)
-            lines.append(f"| {esc(c['name'])} | {esc(status)} | " + " | ".join([na] * 7) + " |")
+            lines.append(f"| {esc(c['name'])} | {esc(status)} | " + " | ".join([na] * 8) + " |")
             continue
         t = rep.get("totals") or {}
         energy = t.get("energy_j")
         lines.append("| " + " | ".join([
             esc(c["name"]), "ok" + (" (resumed)" if c.get("skipped") else ""),
             cell(t.get("wall_s"), notes, 2), cell(t.get("s_per_step"), notes, 3),
-            cell(t.get("peak_memory_gb"), notes, 2), sm_cell(t.get("mean_sm_percent"), notes),
+            cell(rd.peak_memory(rep, "allocated"), notes, 2), cell(rd.peak_memory(rep, "reserved"), notes, 2),
+            sm_cell(t.get("mean_sm_percent"), notes),
             cell(t.get("compute_load"), notes, 1), percent_cell(t.get("mfu"), notes),
             cell(energy, notes, 3, scale=1 / 3600.0),
         ]) + " |")
@@ -174,7 +171,7 @@ def stage_table(report: dict[str, Any], notes: Notes) -> list[str]:
             for row in shown_steps:
                 if isinstance(row, tuple):
                     label, count, mean = row
-                    lines.append(f"| {'&nbsp;' * 4 * int(s.get('depth') or 0)}{esc(label)} | {mean:.3f} (mean of "
+                    lines.append(f"| {'&nbsp;' * 4 * int(s.get('depth') or 0)}{esc(label)} | {fmt_num(mean, 3)} (mean of "
                                  f"{count}) | | | | | | | | {count} steps not shown one by one |")
                 else:
                     lines.append(_stage_row(row, notes))
@@ -185,11 +182,11 @@ def stage_table(report: dict[str, Any], notes: Notes) -> list[str]:
 
 def _stage_row(s: dict[str, Any], notes: Notes) -> str:
     mem = s.get("memory") or {}
-    start, end = rd.mval(mem.get("start_gb")), rd.mval(mem.get("end_gb"))
-    delta = fmt_num(end - start, 2) if start is not None and end is not None else notes.na(
+    start, end = value_of(mem.get("start_gb")), value_of(mem.get("end_gb"))
+    delta = fmt_num(round(end - start, 4), 2) if start is not None and end is not None else notes.na(
         rd.mreason(mem.get("end_gb") if end is None else mem.get("start_gb")))
     sm = sm_cell(s.get("sm"), notes)
-    if s.get("short_window") and rd.mval(s.get("sm")) is not None:
+    if s.get("short_window") and value_of(s.get("sm")) is not None:
         sm += " " + notes.ref("stage shorter than the sampling window: its SM % is from few samples")
     indent = "&nbsp;" * 4 * int(s.get("depth") or 0)
     return "| " + " | ".join([
@@ -213,8 +210,14 @@ def render_suite_markdown(manifest: dict[str, Any], reports: dict[str, dict[str,
     first = next((r for r in reports.values() if r), None)
     system = (first or {}).get("system") or {}
     gpu = system.get("gpu") or {}
-    device = (f"{gpu.get('name')} ×{gpu.get('count') or 1}, {gpu.get('memory_total_gb')} GB, driver "
-              f"{gpu.get('driver')}" if gpu else f"no GPU (CPU: {(system.get('cpu') or {}).get('model') or 'unknown'})")
+    if gpu:
+        counts = sorted({rd.gpu_of(r).count for r in reports.values() if r})  # GPUs each run used
+        used = str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+        host_count = gpu.get("host_count")
+        device = (f"{gpu.get('name')} ×{used} used" + (f" (host has {host_count})" if host_count else "")
+                  + f", {gpu.get('memory_total_gb')} GB, driver {gpu.get('driver')}")
+    else:
+        device = f"no GPU (CPU: {(system.get('cpu') or {}).get('model') or 'unknown'})"
     out = ["# Benchmark Report", ""]
     if manifest.get("description"):
         out += [esc(manifest["description"]), ""]
@@ -241,9 +244,10 @@ def render_suite_markdown(manifest: dict[str, Any], reports: dict[str, dict[str,
         "",
     ]
     out += summary_table(cases, reports, notes)
-    out += ["", "Total s: end-to-end wall time of the run. s/step: mean denoising step. Peak mem: highest GPU "
-            "memory allocated by PyTorch. Mean SM %: time-weighted GPU SM activity. Compute load: Σ stage duration "
-            "× SM % (the seed's definition). MFU: analytic model FLOPs ÷ time ÷ the GPU's peak dense bf16 FLOP/s. "
+    out += ["", "Total s: end-to-end wall time of the run. s/step: mean denoising step. Peak alloc: highest GPU "
+            "memory allocated by PyTorch tensors; Peak reserved: highest held by PyTorch's caching allocator (what the "
+            "card must have room for; per GPU, max over the ranks of a multi-GPU run). Mean SM %: time-weighted GPU "
+            "SM activity. Compute load: Σ stage duration × SM % (the seed's definition). MFU: analytic model FLOPs ÷ time ÷ the GPU's peak dense bf16 FLOP/s. "
             "Energy: GPU energy counter over the run.", ""]
     out += ["### Settings", ""] + _settings_rows(cases, reports) + [""]
     if "stages" in charts:
@@ -255,10 +259,9 @@ def render_suite_markdown(manifest: dict[str, Any], reports: dict[str, dict[str,
         out += ["### Failures", ""]
         for c in bad:
             err = c.get("error") or {}
-            msg = err.get("message") or err.get("type") or c.get("status")
+            msg = error_text(err) or c.get("status")
             out.append(f"- **{esc(c['name'])}** — {c.get('status')}"
-                       + (f" in stage `{err.get('stage')}`" if err.get("stage") else "")
-                       + (f" ({err.get('type')})" if err.get("type") else "") + f": {esc(msg)}"
+                       + (f" in stage `{err.get('stage')}`" if err.get("stage") else "") + f": {esc(msg)}"
                        + (f" — log: [`{c.get('log')}`]({_rel(run_dir / c['log'], md_dir)})" if c.get("log") else ""))
         out.append("")
     out += ["## Detailed Breakdown", ""]
@@ -272,7 +275,8 @@ def render_suite_markdown(manifest: dict[str, Any], reports: dict[str, dict[str,
                                                                            ("log", "log")) if (run_dir / c[k2]).exists()]
         out += [f"Status: **{esc(status_text(c))}**" + (f" · exit code {c.get('exit_code')}"
                                                           if c.get("exit_code") not in (0, None) else "")
-                + (f" · {c['elapsed_s']:.1f} s in the runner" if isinstance(c.get("elapsed_s"), (int, float)) else "")
+                + (f" · {fmt_num(c['elapsed_s'], 1)} s in the runner" if isinstance(c.get("elapsed_s"), (int, float))
+                   else "")
                 + (" · " + " · ".join(links) if links else ""), ""]
         if c.get("argv"):
             out += [f"Flags: `{' '.join(c['argv'])}`", ""]
@@ -281,7 +285,7 @@ def render_suite_markdown(manifest: dict[str, Any], reports: dict[str, dict[str,
             continue
         if rep.get("status") != "ok":
             err = rep.get("error") or {}
-            out += [f"The run stopped in stage `{err.get('stage')}`: {esc(err.get('message'))}. The stages below are "
+            out += [f"The run stopped in stage `{err.get('stage')}`: {esc(error_text(err))}. The stages below are "
                     "those recorded until then.", ""]
         weights = rep.get("weights") or {}
         if weights.get("note"):

@@ -12,8 +12,8 @@ outside its children). Each part is classified and scaled by a ratio of catalog 
   20 % SM, e.g. T5 on the CPU, and the first step's excess over the median step — compile,
   autotune, lazy init): unchanged — they depend on the host, disk and CPU, not the GPU.
 
-The peak memory is taken as measured (the same program allocates the same tensors), so the fit
-on the target is ``peak + CUDA-context allowance ≤ target memory``. Everything returned is
+The peak reserved memory is taken as measured (the same program allocates the same tensors), so the
+fit on the target is ``peak reserved + CUDA-context allowance ≤ target memory``. Everything returned is
 labelled ``projected``; nothing here is a measurement.
 """
 
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UserError
+from ..monitor.metrics import value_of
 from . import reportdata as rd
 from .gpus import num
 
@@ -78,7 +79,7 @@ class Projection:
     measured_total_s: float
     projected_total_s: float
     factors: dict[str, tuple[float, str]]
-    peak_memory_gb: float | None
+    peak_memory_gb: float | None  # peak reserved (``peak_memory(report, "reserved")``), as measured
     need_gb: float | None
     target_memory_gb: float | None
     fits: bool | None
@@ -104,7 +105,7 @@ class Projection:
 
 def _pct(stage: dict[str, Any], key: str) -> tuple[float | None, str | None]:
     m = stage.get(key)
-    return rd.mval(m), rd.msource(m)
+    return value_of(m), rd.msource(m)
 
 
 def classify_stage(stage: dict[str, Any]) -> StageClass:
@@ -211,13 +212,13 @@ def project_report(report: dict[str, Any], source: dict[str, Any], target: dict[
         raise ProjectionError("report has no stages to project")
     gpu = rd.gpu_of(report)
     count = gpu.count
-    peak = rd.peak_memory_gb(report)
+    peak = rd.peak_memory_gb(report, "reserved")
     mem = num(target, "memory_gb")
     need = None if peak is None else peak + context_gb
     fits = None if need is None or mem is None else need <= mem
     method = ("per-stage roofline scaling from the measured run: compute-bound × "
               f"{factors['compute'][1]}, memory-bound × {factors['memory'][1]}, transfers × "
-              f"{factors['transfer'][1]}, host-bound unchanged; peak memory as measured + "
+              f"{factors['transfer'][1]}, host-bound unchanged; peak reserved memory as measured + "
               f"{context_gb:g} GB CUDA-context allowance")
     caveats = ["assumes the target runs the same kernels at the same fraction of its peak as the source"]
     if count > 1:

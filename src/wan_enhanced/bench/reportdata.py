@@ -6,10 +6,15 @@ walks the stage tree and names the GPU a report was measured on.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ..monitor.metrics import value_of
+from ..report.schema import gpus_used, peak_memory, peak_memory_gb
+
+__all__ = ["GpuId", "children", "duration", "gpu_of", "mreason", "msource", "peak_memory", "peak_memory_gb",
+           "read_report", "roots", "stages", "text_report", "top_stages", "total", "value_of", "wall_s"]
 
 
 def read_report(path: str | Path) -> dict[str, Any]:
@@ -24,17 +29,6 @@ def text_report(report: dict[str, Any]) -> str:
     from ..report.text import format_report
 
     return format_report(report)
-
-
-def mval(metric: Any) -> float | None:
-    """Value of a metric object (or a bare number); None when unavailable."""
-    if isinstance(metric, dict):
-        metric = metric.get("value")
-    if isinstance(metric, bool) or not isinstance(metric, (int, float)):
-        return None
-    if isinstance(metric, float) and not math.isfinite(metric):
-        return None
-    return float(metric)
 
 
 def mreason(metric: Any, default: str = "not recorded") -> str:
@@ -91,23 +85,11 @@ def duration(stage: dict[str, Any]) -> float:
 
 def wall_s(report: dict[str, Any]) -> float | None:
     """End-to-end seconds: ``totals.wall_s``, else the root stages' durations."""
-    v = mval(total(report, "wall_s"))
+    v = value_of(total(report, "wall_s"))
     if v is not None:
         return v
     rs = roots(report)
     return sum(duration(s) for s in rs) if rs else None
-
-
-def peak_memory_gb(report: dict[str, Any]) -> float | None:
-    """Peak GPU memory of the run: max of totals.peak_memory_gb and every stage's peak/peak_reserved."""
-    best = mval(total(report, "peak_memory_gb"))
-    for s in stages(report):
-        mem = s.get("memory") or {}
-        for key in ("peak_gb", "peak_reserved_gb"):
-            v = mval(mem.get(key))
-            if v is not None and (best is None or v > best):
-                best = v
-    return best
 
 
 @dataclass(frozen=True)
@@ -127,8 +109,8 @@ class GpuId:
 def gpu_of(report: dict[str, Any], catalog: list[dict[str, Any]] | None = None) -> GpuId:
     """Identify the GPU of a report: a catalog match of ``system.gpu.name`` (else its ``catalog_key``).
 
-    ``count`` is the number of cards the run used: its process count (``ulysses_size``), not the
-    number of cards in the host.
+    ``count`` is the number of cards the run used (``report.schema.gpus_used``: ``parallel.world_size``,
+    else ``ulysses_size`` × 2 with ``cfg_parallel``), not the number of cards in the host.
     """
     system = report.get("system") or {}
     gpu = system.get("gpu")
@@ -136,8 +118,7 @@ def gpu_of(report: dict[str, Any], catalog: list[dict[str, Any]] | None = None) 
         cpu = (system.get("cpu") or {}).get("model") or "CPU"
         return GpuId(None, f"CPU ({cpu})", 1)
     name = str(gpu.get("name") or "unknown GPU")
-    nproc = (report.get("run") or {}).get("ulysses_size") or 1
-    count = int(nproc) if isinstance(nproc, int) and nproc > 1 else 1
+    count = gpus_used(report)
     key = None
     if catalog is not None:
         from .gpus import match_entry

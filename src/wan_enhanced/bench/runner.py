@@ -30,21 +30,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..argparse_util import OneLineParser
 from ..errors import ConfigError, ReportError, UserError
+from ..report.schema import write_json_atomic
 from .reportdata import read_report, text_report
 from .suite_config import SuiteConfig, apply_overrides, case_argv, check_case_values, load_suite_config
 
 SUITE_SCHEMA = "wan-enhanced/suite"
 MANIFEST = "suite.json"
 PACKAGE_SRC = Path(__file__).resolve().parents[2]  # the directory holding ``wan_enhanced``
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are one-line ConfigErrors (exit 2)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        """Raise instead of printing usage."""
-        raise ConfigError(message)
 
 
 def _utcnow() -> str:
@@ -104,9 +98,7 @@ def host_info(gpu: str | None) -> dict[str, Any]:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_json_atomic(path, data, indent=2)
 
 
 def load_manifest(run_dir: Path) -> dict[str, Any] | None:
@@ -371,7 +363,7 @@ def suite_exit_code(manifest: dict[str, Any]) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """Flags of ``benchmark/run.py`` / ``wan-enhanced bench``."""
-    p = _Parser(prog="benchmark/run.py", description="Run the benchmark suite and write benchmark_report.md")
+    p = OneLineParser(prog="benchmark/run.py", description="Run the benchmark suite and write benchmark_report.md")
     p.add_argument("--config", help="suite config (default: benchmark/config.json with a CUDA GPU, "
                                     "else benchmark/config_smoke.json)")
     p.add_argument("--run-id", help="run dir name under --reports-dir (default: a timestamp); "

@@ -104,43 +104,38 @@ class ModelLoader:
 
     def dit(self, device: torch.device, dtype: torch.dtype = torch.bfloat16) -> tuple[Any, LoadInfo]:
         """(WanTransformer3DModel, LoadInfo)."""
-        t0 = time.perf_counter()
-        nbytes, files = 0, []
-        if self.kind == "random":
-            model = random_dit(self.preset, device, dtype, seed=self.seed)
-        elif self.kind == "diffusers":
-            from diffusers import WanTransformer3DModel
+        from diffusers import WanTransformer3DModel
 
-            folder = self.root / "transformer"
-            model = _from_pretrained(WanTransformer3DModel, folder, torch_dtype=dtype).to(device)
-            nbytes, files = _bytes(folder)
-        else:
-            from .official import load_official_dit
+        from . import official
 
-            model, stats = load_official_dit(self.root, self.preset, device, dtype)
-            nbytes, files = stats.bytes_read, list(stats.files)
-        model.eval().requires_grad_(False)
-        return model, LoadInfo("dit", self.kind, time.perf_counter() - t0, nbytes, files)
+        return self._load("dit", device, dtype, lambda: random_dit(self.preset, device, dtype, seed=self.seed),
+                          WanTransformer3DModel, "transformer", official.load_official_dit)
 
     def vae(self, device: torch.device, dtype: torch.dtype = torch.float32) -> tuple[Any, LoadInfo]:
         """(AutoencoderKLWan, LoadInfo)."""
+        from diffusers import AutoencoderKLWan
+
+        from . import official
+
+        return self._load("vae", device, dtype, lambda: random_vae(self.preset, device, dtype, seed=self.seed + 1),
+                          AutoencoderKLWan, "vae", official.load_official_vae)
+
+    def _load(self, name: str, device: torch.device, dtype: torch.dtype, build_random: Any, cls: Any,
+              subfolder: str, load_official: Any) -> tuple[Any, LoadInfo]:
+        """One diffusers model from random init, a diffusers subfolder or the official layout."""
         t0 = time.perf_counter()
         nbytes, files = 0, []
         if self.kind == "random":
-            model = random_vae(self.preset, device, dtype, seed=self.seed + 1)
+            model = build_random()
         elif self.kind == "diffusers":
-            from diffusers import AutoencoderKLWan
-
-            folder = self.root / "vae"
-            model = _from_pretrained(AutoencoderKLWan, folder, torch_dtype=dtype).to(device)
+            folder = self.root / subfolder
+            model = _from_pretrained(cls, folder, torch_dtype=dtype).to(device)
             nbytes, files = _bytes(folder)
         else:
-            from .official import load_official_vae
-
-            model, stats = load_official_vae(self.root, self.preset, device, dtype)
+            model, stats = load_official(self.root, self.preset, device, dtype)
             nbytes, files = stats.bytes_read, list(stats.files)
         model.eval().requires_grad_(False)
-        return model, LoadInfo("vae", self.kind, time.perf_counter() - t0, nbytes, files)
+        return model, LoadInfo(name, self.kind, time.perf_counter() - t0, nbytes, files)
 
 
 def _tokenizer(cls: Any, folder: Path) -> Any:

@@ -31,6 +31,7 @@ import torch
 
 from .backend import NVML_UTIL_NOTE, GpuBackend, make_backend
 from .catalog import match_gpu, peak_bf16_tflops
+from .flops import mfu
 from .memory import MemFrame, MemoryTracker
 from .metrics import Metric, metric, sig, unavailable
 from .sampler import ENERGY_COUNTER_MIN_S, Sample, Sampler, around_max, counter_energy, overlap_mean
@@ -369,12 +370,9 @@ class Monitor:
             out["tflops_per_s"] = unavailable("TFLOP/s", "zero-length window")
             out["mfu"] = unavailable("%", "zero-length window")
             return out
-        tfs = flops / dur / 1e12
-        out["tflops_per_s"] = metric(sig(tfs), "TFLOP/s", "computed", f"{src} FLOPs / wall time")
-        if self.peak_tflops is None:
-            out["mfu"] = unavailable("%", self.peak_note)
-        else:
-            out["mfu"] = metric(sig(100 * tfs / self.peak_tflops), "%", "catalog", self.peak_note)
+        out["tflops_per_s"] = metric(sig(flops / dur / 1e12), "TFLOP/s", "computed", f"{src} FLOPs / wall time")
+        # flops.mfu is None without a catalog peak: then unavailable, with the catalog's reason
+        out["mfu"] = metric(sig(mfu(flops, dur, self.peak_tflops)), "%", "catalog", self.peak_note)
         return out
 
     def subtree_flops(self) -> dict[int, tuple[float, set[str]]]:

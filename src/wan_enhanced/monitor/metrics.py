@@ -30,12 +30,18 @@ def unavailable(unit: str, reason: str) -> Metric:
     return metric(None, unit, UNAVAILABLE, reason)
 
 
-def value_of(m: Metric | None) -> float | None:
-    """The numeric value of a metric object (``None`` when unavailable or absent)."""
-    if not isinstance(m, dict):
+def value_of(m: Metric | float | None) -> float | None:
+    """The numeric value of a metric object, or of a bare number; ``None`` when unavailable or absent.
+
+    The one accessor for metric values (report building, the text report and the bench tools): a
+    missing, non-numeric, boolean or non-finite value is ``None``, never 0.
+    """
+    v = m.get("value") if isinstance(m, dict) else m
+    if isinstance(v, bool) or not isinstance(v, int | float):
         return None
-    v = m.get("value")
-    return v if isinstance(v, int | float) and not isinstance(v, bool) else None
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
 
 
 def sig(x: float | None, digits: int = 5) -> float | None:
@@ -43,3 +49,13 @@ def sig(x: float | None, digits: int = 5) -> float | None:
     if x is None or not math.isfinite(x):
         return None
     return float(f"{x:.{digits}g}")
+
+
+def fmt_num(v: float, digits: int) -> str:
+    """``v`` with ``digits`` decimals, or 2 significant digits when that would round a non-zero value to 0.
+
+    So a small real value (e.g. TFLOP/s or Wh of a CPU run) never prints as ``0.0``.
+    """
+    if v != 0 and abs(v) < 10 ** (-digits):
+        return f"{v:.2g}"
+    return f"{v:.{digits}f}"

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from .. import __version__
-from .catalog import match_gpu
+from .catalog import match_gpu, peak_bf16_tflops
 
 GIB = float(1 << 30)
 
@@ -58,8 +58,13 @@ def _driver_version() -> str | None:
         return None
 
 
-def gpu_info(device: torch.device | str | None = None, catalog: dict[str, Any] | None = None) -> dict[str, Any] | None:
-    """The schema's ``system.gpu`` object for a CUDA device, or ``None`` without CUDA."""
+def gpu_info(device: torch.device | str | None = None, catalog: dict[str, Any] | None = None,
+             gpus_used: int | None = None) -> dict[str, Any] | None:
+    """The schema's ``system.gpu`` object for a CUDA device, or ``None`` without CUDA.
+
+    ``count`` is the number of GPUs the run uses (``gpus_used``, default 1: this process's device);
+    ``host_count`` is how many the host has (``torch.cuda.device_count()``).
+    """
     if not torch.cuda.is_available():
         return None
     dev = torch.device(device) if device is not None else torch.device("cuda")
@@ -71,10 +76,11 @@ def gpu_info(device: torch.device | str | None = None, catalog: dict[str, Any] |
         entry = match_gpu(props.name, catalog)
     except ValueError:
         entry = None
-    peak = entry.get("bf16_dense_tflops") if entry else None
+    peak, _ = peak_bf16_tflops(props.name, catalog)
     return {
         "name": props.name,
-        "count": torch.cuda.device_count(),
+        "count": int(gpus_used) if gpus_used is not None else 1,
+        "host_count": torch.cuda.device_count(),
         "index": idx,
         "memory_total_gb": round(props.total_memory / GIB, 2),
         "memory_unit": "GiB",
@@ -87,9 +93,12 @@ def gpu_info(device: torch.device | str | None = None, catalog: dict[str, Any] |
     }
 
 
-def collect_system_info(device: torch.device | str | None = None,
-                        catalog: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The schema's ``system`` object: host, platform, versions, CPU, host memory, GPU."""
+def collect_system_info(device: torch.device | str | None = None, catalog: dict[str, Any] | None = None,
+                        gpus_used: int | None = None) -> dict[str, Any]:
+    """The schema's ``system`` object: host, platform, versions, CPU, host memory, GPU.
+
+    ``gpus_used``: GPUs the run uses (``system.gpu.count``; default 1 when CUDA is present).
+    """
     return {
         "host": socket.gethostname(),
         "platform": platform.platform(),
@@ -102,5 +111,5 @@ def collect_system_info(device: torch.device | str | None = None,
         "wan_enhanced": _version("wan-enhanced") or __version__,
         "cpu": {"model": _cpu_model(), "cores": os.cpu_count()},
         "host_memory_gb": _host_memory_gb(),
-        "gpu": gpu_info(device, catalog),
+        "gpu": gpu_info(device, catalog, gpus_used),
     }

@@ -27,7 +27,8 @@ SCHEMA_VERSION = 1
 STATUSES = ("ok", "failed", "oom")
 STEP_RE = re.compile(r"^Step_(\d+)$")
 
-__all__ = ["SCHEMA", "SCHEMA_VERSION", "build_report", "load_report", "metric", "unavailable", "write_report"]
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "build_report", "gpus_used", "load_report", "metric", "peak_memory",
+           "peak_memory_gb", "unavailable", "write_json_atomic", "write_report"]
 
 
 def _find(stages: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
@@ -85,6 +86,8 @@ def _totals(monitor: Monitor, stages: list[dict[str, Any]], steps: list[dict[str
             t[k] = unavailable("s", "no Step_<i> stages")
     run_mem = monitor.run_memory()
     t["peak_memory_gb"] = dict(run_mem["peak_gb"], reason=run_mem["peak_gb"]["reason"] or "max allocated over the run")
+    t["peak_reserved_gb"] = dict(run_mem["peak_reserved_gb"], reason=run_mem["peak_reserved_gb"]["reason"]
+                                 or "max reserved by the caching allocator over the run")
     peak = value_of(run_mem["peak_gb"])
     if den is not None and value_of(den["memory"]["start_gb"]) is not None:
         static = value_of(den["memory"]["start_gb"])
@@ -177,18 +180,34 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
-def write_report(path: str | os.PathLike[str], report: dict[str, Any]) -> Path:
-    """Write ``report`` as JSON atomically (temp file in the same folder + ``os.replace``).
+def _umask() -> int:
+    """The process umask: from /proc on Linux (no change to process state), else set-and-restore."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
-    NaN/inf become ``null``; objects JSON cannot hold are written as their ``str``.
+
+def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, indent: int = 1) -> Path:
+    """Write ``obj`` as JSON atomically (temp file in the same folder + ``os.replace``).
+
+    The file gets the mode a plain ``open()`` would give it (``0o666 & ~umask``), not mkstemp's
+    0600. NaN/inf become ``null``; objects JSON cannot hold are written as their ``str``.
     """
     p = Path(path)
-    report = json_safe(report)
+    obj = json_safe(obj)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(report, f, ensure_ascii=False, indent=1, allow_nan=False, default=str)
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600
+            json.dump(obj, f, ensure_ascii=False, indent=indent, allow_nan=False, default=str)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
@@ -200,6 +219,57 @@ def write_report(path: str | os.PathLike[str], report: dict[str, Any]) -> Path:
             pass
         raise
     return p
+
+
+def write_report(path: str | os.PathLike[str], report: dict[str, Any]) -> Path:
+    """Write ``report`` as JSON atomically (``write_json_atomic``)."""
+    return write_json_atomic(path, report, indent=1)
+
+
+# Which totals / stage-memory keys hold each kind of peak memory.
+PEAK_KEYS = {"allocated": ("peak_memory_gb", "peak_gb"), "reserved": ("peak_reserved_gb", "peak_reserved_gb")}
+
+
+def peak_memory(report: dict[str, Any], kind: str) -> Metric:
+    """The run's peak GPU memory (GiB) of ``kind`` as a metric object — the one definition every consumer uses.
+
+    ``"allocated"``: max bytes held by tensors (``totals.peak_memory_gb``). ``"reserved"``: max bytes
+    held by PyTorch's caching allocator (``totals.peak_reserved_gb``) — what the card must have room
+    for, so the memory-fit checks use it. Reports written before ``totals.peak_reserved_gb`` existed
+    fall back to the max over their stages. For a multi-GPU run it is the max over the ranks (per card).
+    """
+    if kind not in PEAK_KEYS:
+        raise ValueError(f"kind must be one of {tuple(PEAK_KEYS)}, not {kind!r}")
+    total_key, stage_key = PEAK_KEYS[kind]
+    m = (report.get("totals") or {}).get(total_key)
+    if value_of(m) is None:
+        vals = [value_of((s.get("memory") or {}).get(stage_key)) for s in report.get("stages") or []
+                if isinstance(s, dict)]
+        vals = [v for v in vals if v is not None]
+        if vals:
+            m = metric(max(vals), "GiB", "torch.cuda", f"max of the stages' {stage_key} (no totals.{total_key})")
+    ranks = [r for r in ((report.get("parallel") or {}).get("ranks") or []) if isinstance(r, dict)]
+    rank_vals = [v for v in (value_of((r.get("totals") or {}).get(total_key)) for r in ranks) if v is not None]
+    if rank_vals and (value_of(m) is None or max(rank_vals) > value_of(m)):  # type: ignore[operator]
+        m = metric(max(rank_vals), "GiB", "torch.cuda", f"max over {len(ranks)} ranks (per GPU)")
+    return m if isinstance(m, dict) else unavailable("GiB", f"no totals.{total_key} in the report")
+
+
+def peak_memory_gb(report: dict[str, Any], kind: str) -> float | None:
+    """The value of ``peak_memory(report, kind)`` (None when not measured, e.g. a CPU run)."""
+    return value_of(peak_memory(report, kind))
+
+
+def gpus_used(report: dict[str, Any]) -> int:
+    """GPUs the run used: ``parallel.world_size`` when present, else ``run.ulysses_size`` × (2 with
+    ``run.cfg_parallel``). Not the number of GPUs in the host (``system.gpu.host_count``)."""
+    world = (report.get("parallel") or {}).get("world_size")
+    if isinstance(world, int) and not isinstance(world, bool) and world >= 1:
+        return world
+    run = report.get("run") or {}
+    ulysses = run.get("ulysses_size")
+    n = ulysses if isinstance(ulysses, int) and not isinstance(ulysses, bool) and ulysses >= 1 else 1
+    return n * (2 if run.get("cfg_parallel") else 1)
 
 
 def check_report(report: Any, where: str = "report") -> dict[str, Any]:

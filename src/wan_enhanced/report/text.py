@@ -11,26 +11,16 @@ from collections import Counter
 from typing import Any
 
 from ..errors import ReportError
-from .schema import STEP_RE, load_report
+from ..monitor.metrics import fmt_num, value_of
+from .schema import STEP_RE, gpus_used, load_report
 
 NA = "n/a"
 COLLAPSE_STEPS_OVER = 20
 KEEP_HEAD, KEEP_TAIL = 3, 2
 
 
-def _v(m: Any) -> float | None:
-    if isinstance(m, dict):
-        v = m.get("value")
-        return v if isinstance(v, int | float) and not isinstance(v, bool) else None
-    return None
-
-
 def _f(v: float | None, width: int, prec: int = 2) -> str:
-    return f"{NA:>{width}}" if v is None else f"{v:>{width}.{prec}f}"
-
-
-def _secs(v: float | None) -> str:
-    return NA if v is None else f"{v:.2f} s"
+    return f"{NA:>{width}}" if v is None else f"{fmt_num(v, prec):>{width}}"
 
 
 def _human_flops(v: float | None) -> str:
@@ -39,7 +29,7 @@ def _human_flops(v: float | None) -> str:
     for unit, scale in (("EFLOP", 1e18), ("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6)):
         if abs(v) >= scale:
             return f"{v / scale:.2f} {unit}"
-    return f"{v:.0f} FLOP"
+    return f"{fmt_num(v, 0)} FLOP"
 
 
 def _human_energy(v: float | None) -> str:
@@ -49,14 +39,14 @@ def _human_energy(v: float | None) -> str:
         return f"{v / 3.6e6:.3f} kWh"
     if v >= 1e3:
         return f"{v / 1e3:.2f} kJ"
-    return f"{v:.1f} J"
+    return f"{fmt_num(v, 1)} J"
 
 
 def _row(stage: dict[str, Any], name_w: int) -> str:
     mem = stage.get("memory") or {}
-    ms, me, mp = _v(mem.get("start_gb")), _v(mem.get("end_gb")), _v(mem.get("peak_gb"))
-    delta = me - ms if ms is not None and me is not None else None
-    sm = _v(stage.get("sm"))
+    ms, me, mp = value_of(mem.get("start_gb")), value_of(mem.get("end_gb")), value_of(mem.get("peak_gb"))
+    delta = round(me - ms, 4) if ms is not None and me is not None else None  # values are GiB to 4 decimals
+    sm = value_of(stage.get("sm"))
     short = bool(stage.get("short_window")) and sm is not None
     sm_s = _f(sm, 5, 1) + "*" if short else _f(sm, 6, 1)
     name = "  " * int(stage.get("depth") or 0) + str(stage.get("name", "?"))
@@ -66,7 +56,7 @@ def _row(stage: dict[str, Any], name_w: int) -> str:
         comment = (comment + " " if comment else "") + "[" + ", ".join(flags) + "]"
     dur = stage.get("duration_s")
     dur = dur if isinstance(dur, int | float) else None
-    return (f"{name:<{name_w}} | {_f(dur, 8)} | {sm_s} | {_f(_v(stage.get('compute_load')), 8, 1)} | "
+    return (f"{name:<{name_w}} | {_f(dur, 8)} | {sm_s} | {_f(value_of(stage.get('compute_load')), 8, 1)} | "
             f"{_f(ms, 9)} | {_f(me, 9)} | {_f(mp, 9)} | {_f(delta, 9)} | {comment}")
 
 
@@ -78,13 +68,14 @@ def _collapse(stages: list[dict[str, Any]], limit: int) -> list[dict[str, Any] |
     hidden = set(steps[KEEP_HEAD:len(steps) - KEEP_TAIL])
     hidden_stages = [stages[i] for i in sorted(hidden)]
     durs = [s["duration_s"] for s in hidden_stages if isinstance(s.get("duration_s"), int | float)]
-    sms = [_v(s.get("sm")) for s in hidden_stages if _v(s.get("sm")) is not None]
+    sms = [value_of(s.get("sm")) for s in hidden_stages if value_of(s.get("sm")) is not None]
     depth = int(hidden_stages[0].get("depth") or 0)
     summary = (f"{'  ' * depth}... {len(hidden)} steps collapsed ({hidden_stages[0]['name']} … "
                f"{hidden_stages[-1]['name']}): ")
     if durs:
-        summary += f"mean {sum(durs) / len(durs):.3f} s, min {min(durs):.3f}, max {max(durs):.3f}"
-    summary += f", mean SM {sum(sms) / len(sms):.1f} %" if sms else ", SM n/a"
+        summary += (f"mean {fmt_num(sum(durs) / len(durs), 3)} s, min {fmt_num(min(durs), 3)}, "
+                    f"max {fmt_num(max(durs), 3)}")
+    summary += f", mean SM {fmt_num(sum(sms) / len(sms), 1)} %" if sms else ", SM n/a"
     out: list[dict[str, Any] | str] = []
     for i, s in enumerate(stages):
         if i in hidden:
@@ -110,7 +101,7 @@ def format_table(report: dict[str, Any], collapse_over: int = COLLAPSE_STEPS_OVE
     on_gpu = str((report.get("monitor") or {}).get("device", "")).startswith("cuda")
     notes = [f"Time = {'CUDA-synchronized ' if on_gpu else ''}wall time. Load = compute load = Time × SM % "
              "(%·s). Memory in GiB (torch allocated); Mem Δ = end − start."]
-    if any(s.get("short_window") and _v(s.get("sm")) is not None for s in stages):
+    if any(s.get("short_window") and value_of(s.get("sm")) is not None for s in stages):
         interval = (report.get("timeline") or {}).get("interval_s")
         win = f"{interval:g} s " if isinstance(interval, int | float) else ""
         notes.append(f"* stage shorter than the {win}sampling window: SM % of the overlapping sample(s).")
@@ -124,13 +115,24 @@ def _line(label: str, text: str, width: int = 18) -> str:
     return f"{label:<{width}}: {text}"
 
 
-def _mtxt(m: Any, fmt: str = "{:.2f}", unit: str = "") -> str:
-    """A metric as text: formatted value (+ unit), or ``n/a (reason)``."""
-    v = _v(m)
+def _mtxt(m: Any, digits: int = 2, unit: str = "") -> str:
+    """A metric as text: the value with ``digits`` decimals (significant digits when tiny, never a
+    false 0) + unit, or ``n/a (reason)``."""
+    v = value_of(m)
     if v is None:
         reason = m.get("reason") if isinstance(m, dict) else None
         return f"{NA} ({reason})" if reason else NA
-    return fmt.format(v) + (f" {unit}" if unit else "")
+    return fmt_num(v, digits) + (f" {unit}" if unit else "")
+
+
+def error_text(err: dict[str, Any] | None) -> str:
+    """``type: message`` of a report's error object, the type once (older reports repeat it in the message)."""
+    if not isinstance(err, dict):
+        return ""
+    typ, msg = str(err.get("type") or "").strip(), str(err.get("message") or "").strip()
+    if not typ or msg == typ or msg.startswith(f"{typ}:"):
+        return msg or typ
+    return f"{typ}: {msg}" if msg else typ
 
 
 def format_summary(report: dict[str, Any]) -> str:
@@ -139,49 +141,53 @@ def format_summary(report: dict[str, Any]) -> str:
     lines = ["[Summary]", _line("Status", str(report.get("status", "?")))]
     err = report.get("error")
     if isinstance(err, dict):
-        lines.append(_line("Error", f"{err.get('type')}: {err.get('message')} (stage {err.get('stage') or NA})"))
+        lines.append(_line("Error", f"{error_text(err)} (stage {err.get('stage') or NA})"))
     lines.append(_line("Total wall time", _mtxt(t.get("wall_s"), unit="s")))
     steps = report.get("steps") or []
     den = t.get("denoise_s")
-    if _v(den) is not None or steps:
+    if value_of(den) is not None or steps:
         txt = f"{_mtxt(den, unit='s')} over {len(steps)} steps"
-        if _v(t.get("s_per_step")) is not None:
-            txt += f" ({_v(t.get('s_per_step')):.3f} s/step)"
+        per_step = value_of(t.get("s_per_step"))
+        if per_step is not None:
+            txt += f" ({fmt_num(per_step, 3)} s/step)"
         lines.append(_line("Denoising", txt))
-    first, rest = _v(t.get("first_step_s")), _v(t.get("mean_rest_step_s"))
+    first, rest = value_of(t.get("first_step_s")), value_of(t.get("mean_rest_step_s"))
     if first is not None:
-        txt = f"first {first:.3f} s"
-        txt += f" vs mean of the other {len(steps) - 1}: {rest:.3f} s" if rest is not None else " (only one step)"
+        txt = f"first {fmt_num(first, 3)} s"
+        txt += (f" vs mean of the other {len(steps) - 1}: {fmt_num(rest, 3)} s" if rest is not None
+                else " (only one step)")
         if rest:
-            txt += f" (first/rest = {first / rest:.2f}×)"
+            txt += f" (first/rest = {fmt_num(first / rest, 2)}×)"
         lines.append(_line("Steps", txt))
 
-    def with_reason(key: str, unit: str) -> str:
+    def with_reason(key: str, unit: str, digits: int = 2) -> str:
         m = t.get(key) or {}
-        txt = _mtxt(m, unit=unit)
-        return txt + (f" ({m['reason']})" if _v(m) is not None and m.get("reason") else "")
+        txt = _mtxt(m, digits, unit)
+        return txt + (f" ({m['reason']})" if value_of(m) is not None and m.get("reason") else "")
 
-    lines.append(_line("Peak memory", with_reason("peak_memory_gb", "GiB")))
+    lines.append(_line("Peak allocated", with_reason("peak_memory_gb", "GiB")))
+    if "peak_reserved_gb" in t:
+        lines.append(_line("Peak reserved", with_reason("peak_reserved_gb", "GiB")))
     lines.append(_line("Static memory", with_reason("static_memory_gb", "GiB")))
     lines.append(_line("Dynamic memory", with_reason("dynamic_memory_gb", "GiB")))
     sm = t.get("mean_sm_percent") or {}
-    sm_txt = _mtxt(sm, "{:.1f}", "%")
-    if _v(sm) is not None:
+    sm_txt = _mtxt(sm, 1, "%")
+    if value_of(sm) is not None:
         sm_txt += f" ({'; '.join(x for x in (sm.get('source'), sm.get('reason')) if x)})"
     lines.append(_line("Mean SM activity", sm_txt))
-    lines.append(_line("Compute load", _mtxt(t.get("compute_load"), "{:.1f}", "%·s")))
+    lines.append(_line("Compute load", _mtxt(t.get("compute_load"), 1, "%·s")))
     fl = t.get("flops") or {}
-    txt = _human_flops(_v(fl)) + (f" ({fl.get('source')})" if _v(fl) is not None else "")
+    txt = _human_flops(value_of(fl)) + (f" ({fl.get('source')})" if value_of(fl) is not None else "")
     lines.append(_line("FLOPs", txt))
-    lines.append(_line("Throughput", _mtxt(t.get("tflops_per_s"), "{:.1f}", "TFLOP/s")
-                       + (f" ({t['tflops_per_s']['reason']})" if _v(t.get("tflops_per_s")) is not None
+    lines.append(_line("Throughput", _mtxt(t.get("tflops_per_s"), 1, "TFLOP/s")
+                       + (f" ({t['tflops_per_s']['reason']})" if value_of(t.get("tflops_per_s")) is not None
                           and t["tflops_per_s"].get("reason") else "")))
     lines.append(_line("MFU", with_reason("mfu", "%")))
     e = t.get("energy_j") or {}
-    lines.append(_line("Energy", f"{_human_energy(_v(e))} ({e.get('source')})" if _v(e) is not None else _mtxt(e)))
+    lines.append(_line("Energy", f"{_human_energy(value_of(e))} ({e.get('source')})" if value_of(e) is not None else _mtxt(e)))
     rss, cpu = t.get("host_rss_peak_gb"), t.get("cpu_percent")
     if rss is not None or cpu is not None:
-        lines.append(_line("Host", f"peak RSS {_mtxt(rss, unit='GiB')}, CPU {_mtxt(cpu, '{:.0f}', '% of one core')}"))
+        lines.append(_line("Host", f"peak RSS {_mtxt(rss, unit='GiB')}, CPU {_mtxt(cpu, 0, '% of one core')}"))
     w = report.get("weights") or {}
     wtxt = str(w.get("kind") or NA)
     if w.get("source"):
@@ -191,7 +197,9 @@ def format_summary(report: dict[str, Any]) -> str:
     lines.append(_line("Weights", wtxt))
     gpu = (report.get("system") or {}).get("gpu")
     if isinstance(gpu, dict):
-        gtxt = f"{gpu.get('name')} ×{gpu.get('count')}, {gpu.get('memory_total_gb')} GiB, driver {gpu.get('driver')}"
+        host = gpu.get("host_count")
+        gtxt = (f"{gpu.get('name')} ×{gpus_used(report)} used" + (f" (host has {host})" if host else "")
+                + f", {gpu.get('memory_total_gb')} GiB, driver {gpu.get('driver')}")
         gtxt += (f", catalog {gpu.get('catalog_key')} ({gpu.get('peak_bf16_tflops')} TFLOP/s bf16)"
                  if gpu.get("catalog_key") else ", not in GPU catalog")
         lines.append(_line("GPU", gtxt))
