@@ -91,3 +91,17 @@ def test_unreadable_image_and_incomplete_ckpt_dir(tmp_path):
     proc = _cli("--task", "tiny", "--device", "cpu", "--ckpt_dir", str(ck))
     assert proc.returncode == 2
     assert "missing vae/config.json (needed for --weights diffusers)" in proc.stderr
+
+
+def test_uint8_frames_equal_diffusers_postprocess_then_rounding():
+    """Our on-device conversion equals diffusers' postprocess_video followed by the writer's ×255 rounding."""
+    from diffusers.video_processor import VideoProcessor
+
+    from wan_enhanced.pipeline import to_uint8_frames
+
+    video = torch.randn(1, 3, 5, 32, 48, generator=torch.Generator().manual_seed(0)) * 0.8
+    ref = VideoProcessor(vae_scale_factor=16).postprocess_video(video, output_type="np")[0]
+    ref = (np.clip(ref, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    ours = to_uint8_frames(video)
+    assert ours.dtype == np.uint8 and ours.shape == (5, 32, 48, 3)
+    np.testing.assert_array_equal(ours, ref)
