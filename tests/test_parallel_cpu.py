@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -34,6 +35,19 @@ def test_cfg_parallel_two_processes_equal_one(tmp_path):
     a, b = torch.load(one), torch.load(two)
     # Same kernels on the same CPU; only the order in which cond/uncond run differs: exact.
     torch.testing.assert_close(b, a, atol=0.0, rtol=0.0)
+
+
+def test_a_failing_rank_writes_its_report_and_does_not_hang(tmp_path):
+    report = tmp_path / "r.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent / "src")}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", "29519", str(HERE / "parallel_fail_worker.py"), str(report)],
+                          capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode != 0
+    rank1 = json.loads((tmp_path / "r.rank1.json").read_text())
+    assert rank1["status"] == "failed" and rank1["error"]["stage"] == "Denoising"
+    assert "rank 1 broke" in rank1["error"]["message"]
+    assert "error: rank 1, stage Denoising: rank 1 broke" in proc.stderr
 
 
 def test_ulysses_cannot_run_on_cpu_reason():
