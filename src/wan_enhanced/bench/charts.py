@@ -158,3 +158,14 @@ def grouped_bar_chart(title: str, ylabel: str, groups: Sequence[str], series: Se
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return True
+
+
+def prepare_output(output: Path) -> tuple[Path, Path]:
+    """Resolve a Markdown output path; create it and its ``<stem>_files/`` chart folder (old PNGs removed)."""
+    output = output.resolve()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    charts_dir = output.with_name(output.stem + "_files")
+    charts_dir.mkdir(parents=True, exist_ok=True)
+    for old in charts_dir.glob("*.png"):
+        old.unlink()
+    return output, charts_dir

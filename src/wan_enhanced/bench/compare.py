@@ -24,7 +24,7 @@ from ..argparse_util import OneLineParser
 from ..errors import ConfigError, ReportError, UserError
 from ..monitor.metrics import fmt_num, value_of
 from . import reportdata as rd
-from .charts import grouped_bar_chart, stage_time_chart
+from .charts import grouped_bar_chart, prepare_output, stage_time_chart
 from .gpus import by_key, catalog_file, hourly, load_gpus, num, price
 from .markdown import Notes, esc
 from .projection import DEFAULT_CONTEXT_GB, Projection, ProjectionError, error_percent, project_report
@@ -534,12 +534,7 @@ def compare(inputs: Sequence[str], output: Path, catalog_path: str | None = None
             raise ConfigError(f"--cases: {missing[0]!r} not found; found: {', '.join(names)}")
         names = [c for c in names if c in cases]
     comparisons = [build_case(c, [m for m in runs if m.case == c], catalog, target_keys, context_gb) for c in names]
-    output = output.resolve()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    charts_dir = output.with_name(output.stem + "_files")
-    charts_dir.mkdir(parents=True, exist_ok=True)
-    for old in charts_dir.glob("*.png"):
-        old.unlink()
+    output, charts_dir = prepare_output(output)
     charts: dict[str, str] = {}
     gpu_labels: list[str] = []
     for cc in comparisons:

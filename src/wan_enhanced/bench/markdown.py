@@ -13,7 +13,7 @@ from typing import Any
 from ..monitor.metrics import fmt_num, value_of
 from ..report.text import error_text
 from . import reportdata as rd
-from .charts import stage_time_chart, timeline_chart
+from .charts import prepare_output, stage_time_chart, timeline_chart
 
 MAX_STEP_ROWS = 6
 
@@ -315,12 +315,7 @@ def write_suite_report(run_dir: Path, output: Path) -> Path:
     manifest = load_manifest(run_dir)
     if manifest is None:
         raise ReportError(f"{run_dir}: no readable suite.json")
-    output = output.resolve()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    charts_dir = output.with_name(output.stem + "_files")
-    charts_dir.mkdir(parents=True, exist_ok=True)
-    for old in charts_dir.glob("*.png"):
-        old.unlink()
+    output, charts_dir = prepare_output(output)
     reports: dict[str, dict[str, Any] | None] = {}
     for c in manifest.get("cases") or []:
         p = run_dir / c.get("report", f"{c['name']}.json")
