@@ -3,7 +3,8 @@
 Sections (``--sections dit,vae,e2e_diffusers``):
 - ``dit``: one DiT forward at the run's size (default 1280*704, 121 frames → 27,280 tokens), median of
   ``--repeats`` after warm-up, for each lever combination; max-abs and relative error of the noise
-  prediction against the plain path; latents after ``--check_steps`` steps, plain vs fast.
+  prediction against the plain path and against an fp32 forward of the same weights; latents after
+  ``--check_steps`` steps, plain vs fast.
 - ``vae``: VAE decode of random latents in fp32 (reference) and bf16 (± cuDNN autotuning): time,
   memory above the weights, PSNR against fp32.
 - ``e2e_diffusers``: diffusers' own ``WanPipeline(expand_timesteps=True)`` end to end (prompt
@@ -92,6 +93,14 @@ def section_dit(args, preset, out: dict) -> None:
 
     with torch.no_grad():
         ref = fwd(per_token)
+        # fp32 reference of the same weights: is a variant's difference from the plain path bf16 noise?
+        import copy
+
+        dit32 = copy.deepcopy(dit).float()
+        ref32 = dit32(hidden_states=x.float(), timestep=per_token, encoder_hidden_states=ctx.float(),
+                      return_dict=False)[0].float()
+        del dit32
+        torch.cuda.empty_cache()
 
         def measure(name: str, ts, note: str = "") -> None:
             torch.cuda.reset_peak_memory_stats()
@@ -100,10 +109,11 @@ def section_dit(args, preset, out: dict) -> None:
             peak = (torch.cuda.max_memory_allocated() - base) / GIB
             res = fwd(ts)
             row = {"variant": name, "median_s": med, "times_s": times, "first_call_s": first,
-                   "activation_peak_gb": peak, "note": note, **errors(res, ref)}
+                   "activation_peak_gb": peak, "note": note, **errors(res, ref),
+                   "vs_fp32": errors(res, ref32)}
             rows.append(row)
             print(f"[dit] {name:34s} {med:.4f} s (first {first:.1f} s) max_abs {row['max_abs']:.3g} "
-                  f"rel {row['rel_l2']:.3g}", flush=True)
+                  f"rel {row['rel_l2']:.3g} | vs fp32 rel {row['vs_fp32']['rel_l2']:.3g}", flush=True)
 
         measure("plain diffusers (per-token t)", per_token, "diffusers WanPipeline(expand_timesteps=True) path")
         measure("scalar timestep", t)
