@@ -56,16 +56,19 @@ def main() -> int:
     ap.add_argument("--dir", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--task", default="ti2v-5B")
+    ap.add_argument("--device", default="cuda")
     args = ap.parse_args()
-    preset, dev, root = get_preset(args.task), torch.device("cuda"), Path(args.dir)
+    preset, dev, root = get_preset(args.task), torch.device(args.device), Path(args.dir)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     t0 = time.perf_counter()
     dit, t5, vae = random_dit(preset, dev), random_t5(preset, dev), random_vae(preset, dev)
     write_official_checkpoint(root, dit, t5, vae, text_len=preset.text_len)
     write_s = time.perf_counter() - t0
     del dit, t5, vae
-    torch.cuda.empty_cache()
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
     sizes = {p.name: p.stat().st_size for p in root.iterdir() if p.is_file()}
-    out = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "write_s": write_s,
+    out = {"device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu", "torch": torch.__version__, "write_s": write_s,
            "files": sizes, "weights": "random (real architecture), official layout written by write_official_checkpoint",
            "runs": []}
     print(f"wrote {sum(sizes.values()) / 1e9:.2f} GB in {write_s:.1f} s", flush=True)
@@ -75,14 +78,15 @@ def main() -> int:
             if temp == "cold":
                 evict(root)
             model, st = fn(root, preset, dev)
-            torch.cuda.synchronize()
+            sync()
             row = {"cache": temp, "how": how, "model": name, "bytes_read": st.bytes_read, "seconds": st.seconds,
                    "gb_per_s": st.gb_per_s, "files": [Path(f).name for f in st.files]}
             out["runs"].append(row)
             print(f"{temp:5s} {name:4s} {st.bytes_read / 1e9:6.2f} GB in {st.seconds:6.2f} s = {st.gb_per_s:5.2f} GB/s",
                   flush=True)
             del model
-            torch.cuda.empty_cache()
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1))
     return 0
