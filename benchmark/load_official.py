@@ -4,7 +4,7 @@ Writes the official ``ckpt_dir`` layout (DiT fp32 in 3 safetensors shards, T5 bf
 VAE fp32 ``.pth``) from random models, evicts the files from the page cache, then loads each model
 with our loaders to the GPU, cold and then warm (page cache). Writes one JSON file.
 
-    python benchmark/load_official.py --dir /tmp/ckpt --out benchmark/results/h100/load_official.json
+    python benchmark/load_official.py --dir /tmp/ckpt --out benchmarks/results/h100/load_official.json
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ Sections (``--sections dit,vae,e2e_diffusers``):
   embeddings given, fp32 VAE as diffusers recommends), the baseline our ``generate`` runs compare to.
 Random weights (time and memory profile of the real 5B; outputs are noise). Writes one JSON file.
 
-    python benchmark/perf_fastpath.py --out benchmark/results/h100/perf_fastpath.json
+    python benchmark/perf_fastpath.py --out benchmarks/results/h100/perf_fastpath.json
 """
 
 from __future__ import annotations

@@ -19,7 +19,13 @@ from wan_enhanced.bench.compare import (
     efficiency,
 )
 from wan_enhanced.bench.gpus import by_key, load_gpus
-from wan_enhanced.bench.projection import ProjectionError, classify_stage, error_percent, project_report
+from wan_enhanced.bench.projection import (
+    ProjectionError,
+    classify_stage,
+    error_percent,
+    project_report,
+    split_check,
+)
 from wan_enhanced.bench.reportdata import gpu_of, peak_memory, peak_memory_gb
 from wan_enhanced.report.schema import load_report
 
@@ -80,6 +86,21 @@ def test_first_step_warmup_is_not_scaled(h100, cat):
     assert parts["Step_0"].measured_s == 30.0 and parts["Step_0"].kind == "compute"
     warm = parts["Step_0 warm-up (above the median step)"]
     assert warm.measured_s == 15.0 and warm.kind == "host" and warm.projected_s == 15.0
+
+
+def test_projection_error_split_into_scaled_and_kept_parts(h100, cat):
+    # The "measured target" differs from the source by +10 s of loading (host) and +1 s in Step_1 (compute).
+    target = copy.deepcopy(h100)
+    st = {s["name"]: s for s in target["stages"]}
+    for name, extra in (("Load_Text_Encoder", 10.0), ("Step_1", 1.0)):
+        st[name]["duration_s"] += extra
+    for name in ("Denoising", "Total"):
+        st[name]["duration_s"] += 11.0 if name == "Total" else 1.0
+    p = project_report(h100, cat["h100-sxm"], cat["h100-sxm"])
+    split = split_check(p, target)
+    # Hand (see test_projection_math_by_hand): scaled = compute 64 + memory 20 = 84 s; host 18 s.
+    assert split["scaled"] == pytest.approx((84.0, 85.0))
+    assert split["kept"] == pytest.approx((18.0, 28.0))
 
 
 def _stage(name, sm=None, src="gpm", tensor=None, dram=None, short=False):

@@ -13,6 +13,7 @@ Stages, in order: ``Load_Text_Encoder``, ``Text_Encoding``, ``Load_VAE``, [``Ima
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -323,20 +324,35 @@ class TI2VPipeline:
         self.result.video_path = out
         return out
 
+    def _drop(self, attr: str) -> None:
+        """Free the model held in ``self.<attr>`` for good and set the attribute to ``None``.
+
+        A module compiled with ``torch.compile`` refers to itself (``_compiled_call_impl`` wraps its
+        own bound ``_call_impl``), so dropping the last reference does not free it: only the cyclic
+        garbage collector does. Measured on H100 with the compiled DiT: without this collection the DiT's
+        ~9 GiB stayed allocated through the VAE decode (peak 21.1 GiB; eager runs, where the DiT is freed at
+        once, peak at 12.9 GiB).
+        """
+        model = getattr(self, attr)
+        setattr(self, attr, None)
+        self.residency.forget(model)
+        del model
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
     # ---- whole run -----------------------------------------------------------------------
     def generate(self) -> GenerationResult:
         """Run every stage in order; returns latents, frames and the video path."""
         cfg = self.cfg
         self.load_text_encoder()
         ctx, ctx_null = self.encode_text(cfg.prompt, cfg.effective_negative_prompt)
-        self.residency.forget(self.text_encoder)
-        self.text_encoder = None  # the embeddings are all we need from here on
+        self._drop("text_encoder")  # the embeddings are all we need from here on
         self.load_vae()
         cond = self.encode_image(cfg.image) if cfg.is_i2v else None  # type: ignore[arg-type]
         self.load_dit()
         latents = self.denoise(ctx, ctx_null, cond)
-        self.residency.forget(self.dit)
-        self.dit = None  # frees its memory before the decoder's activations need it
+        self._drop("dit")  # frees its memory before the decoder's activations need it
         if not self.par.is_main:
             return self.result  # rank 0 decodes and writes; the latents are identical on every rank
         frames = self.decode(latents)

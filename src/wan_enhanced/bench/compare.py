@@ -27,7 +27,14 @@ from . import reportdata as rd
 from .charts import grouped_bar_chart, prepare_output, stage_time_chart
 from .gpus import by_key, catalog_file, hourly, load_gpus, num, price
 from .markdown import Notes, esc
-from .projection import DEFAULT_CONTEXT_GB, Projection, ProjectionError, error_percent, project_report
+from .projection import (
+    DEFAULT_CONTEXT_GB,
+    Projection,
+    ProjectionError,
+    error_percent,
+    project_report,
+    split_check,
+)
 
 # Flags that may differ between machines without making two runs different experiments.
 IGNORED_RUN_KEYS = {"report_file", "save_file", "device", "ckpt_dir", "weights_requested", "residency",
@@ -432,12 +439,18 @@ def _fit_table(cc: CaseComparison, catalog: list[dict[str, Any]], context_gb: fl
 def _checks_table(cc: CaseComparison) -> list[str]:
     if not cc.checks:
         return []
-    lines = ["| Target GPU | Projected from | Projected s | Measured s | Error |", "|---|---|---:|---:|---:|"]
+    lines = ["| Target GPU | Projected from | Projected s | Measured s | Error | GPU-scaled parts: projected / "
+             "measured s (error) | Host parts, kept as measured: source / target s |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     for p, m in cc.checks:
         meas = m.total_s
         err = "n/a" if not meas else f"{error_percent(p.projected_total_s, meas):+.1f} %"
+        split = split_check(p, m.report)
+        (ps, ms), (pk, mk) = split["scaled"], split["kept"]
+        serr = f" ({error_percent(ps, ms):+.1f} %)" if ms > 0 else ""
         lines.append(f"| {esc(m.label)} | {esc(p.source_name)} | {p.projected_total_s:.2f} | "
-                     f"{'n/a' if meas is None else f'{meas:.2f}'} | {err} |")
+                     f"{'n/a' if meas is None else f'{meas:.2f}'} | {err} | {ps:.2f} / {ms:.2f}{serr} | "
+                     f"{pk:.2f} / {mk:.2f} |")
     return lines
 
 
@@ -493,7 +506,10 @@ def render_compare_markdown(cases: list[CaseComparison], catalog: list[dict[str,
         checks = _checks_table(cc)
         if checks:
             out += ["### Projection vs measurement", "",
-                    "Projections of GPUs that were also measured: error = (projected − measured) ÷ measured.", ""]
+                    "Projections of GPUs that were also measured: error = (projected − measured) ÷ measured. "
+                    "The error is split into the parts the projection scales with the GPU (compute, memory, "
+                    "transfer) and the host parts (loading, encoding the mp4, Python) that it keeps as measured "
+                    "on the source machine: the latter differ between hosts and runs, not between GPUs.", ""]
             out += checks + [""]
         if cc.unprojectable:
             out += ["Not used as a projection source: " + "; ".join(esc(u) for u in cc.unprojectable) + ".", ""]

@@ -232,6 +232,25 @@ def project_report(report: dict[str, Any], source: dict[str, Any], target: dict[
     )
 
 
+def split_check(p: Projection, measured_report: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """Where a projection's error comes from: for the parts it scaled (kind ≠ host) and for the parts it kept
+    as measured (host), the (projected s, measured s on the target) pair, matched by part name.
+
+    The measured run is cut into parts the same way as the source run, so a first step's warm-up lands in
+    the host parts on both sides.
+    """
+    kinds = {q.name: q.kind for q in p.parts}
+    scaled = sum(q.projected_s for q in p.parts if q.kind != "host")
+    kept = sum(q.projected_s for q in p.parts if q.kind == "host")
+    m_scaled = m_kept = 0.0
+    for name, _, _, sec, cls in _parts(measured_report):
+        if kinds.get(name, cls.kind) != "host":
+            m_scaled += sec
+        else:
+            m_kept += sec
+    return {"scaled": (scaled, m_scaled), "kept": (kept, m_kept)}
+
+
 def error_percent(projected: float, measured: float) -> float:
     """Signed error of a projection: (projected − measured) ÷ measured × 100."""
     return (projected - measured) / measured * 100.0
