@@ -9,7 +9,6 @@ with our loaders to the GPU, cold and then warm (page cache). Writes one JSON fi
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -24,13 +23,15 @@ try:
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from wan_enhanced.argparse_util import OneLineParser  # noqa: E402
+from wan_enhanced.errors import UserError  # noqa: E402
 from wan_enhanced.models.official import (  # noqa: E402
     load_official_dit,
     load_official_t5,
     load_official_vae,
     write_official_checkpoint,
 )
-from wan_enhanced.models.presets import get_preset  # noqa: E402
+from wan_enhanced.models.presets import PRESETS, get_preset  # noqa: E402
 from wan_enhanced.models.random_init import random_dit, random_t5, random_vae  # noqa: E402
 
 
@@ -52,12 +53,18 @@ def evict(folder: Path) -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser()
+    ap = OneLineParser(prog="load_official.py")
     ap.add_argument("--dir", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--task", default="ti2v-5B")
-    ap.add_argument("--device", default="cuda")
-    args = ap.parse_args()
+    ap.add_argument("--task", default="ti2v-5B", choices=list(PRESETS))
+    ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cpu: try the script on --task tiny")
+    try:
+        args = ap.parse_args()
+        if args.device == "cuda" and not torch.cuda.is_available():
+            raise UserError("--device cuda: no CUDA GPU here; allowed: cpu")
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     preset, dev, root = get_preset(args.task), torch.device(args.device), Path(args.dir)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     t0 = time.perf_counter()

@@ -111,8 +111,8 @@ def test_uint8_frames_equal_diffusers_postprocess_then_rounding():
 
 @pytest.mark.parametrize("compile_mode", ["none", "blocks"])
 def test_text_encoder_and_dit_are_freed_before_decode(tiny_cfg, monkeypatch, compile_mode):
-    # A torch.compile'd module refers to itself: dropping the pipeline's reference is not enough to free
-    # it (on an H100 the compiled 5B DiT stayed allocated through the VAE decode). Both models must be
+    # After torch.compile the DiT's blocks sit in a reference cycle: dropping the pipeline's reference does
+    # not free them (on an H100 the compiled 5B DiT stayed allocated through the VAE decode). Both models must be
     # gone by the time the decoder runs, compiled or not.
     pipe = TI2VPipeline(tiny_cfg(sample_steps=2, compile=compile_mode), progress=False)
     refs, alive = {}, {}
