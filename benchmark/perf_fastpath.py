@@ -5,8 +5,11 @@ Sections (``--sections dit,vae,e2e_diffusers``):
   ``--repeats`` after warm-up, for each lever combination; max-abs and relative error of the noise
   prediction against the plain path and against an fp32 forward of the same weights; latents after
   ``--check_steps`` steps, plain vs fast.
-- ``vae``: VAE decode of random latents in fp32 (reference) and bf16 (± cuDNN autotuning): time,
-  memory above the weights, PSNR against fp32.
+- ``dit_fast``: the default fast path only: CFG as two batch-1 forwards (what ``generate`` runs) vs one
+  batch-2 forward, and the GPU kernel time of one forward split into attention / GEMM / other.
+- ``vae``: VAE decode of random latents, ``--vae_variants`` of fp32 (reference), bf16, bf16 with cuDNN
+  autotuning, bf16 channels-last: time, memory above the weights, PSNR against fp32;
+  ``--vae_snapshot VARIANT`` lists what is allocated at that variant's memory peak, by allocation site.
 - ``e2e_diffusers``: diffusers' own ``WanPipeline(expand_timesteps=True)`` end to end (prompt
   embeddings given, fp32 VAE as diffusers recommends), the baseline our ``generate`` runs compare to.
 Random weights (time and memory profile of the real 5B; outputs are noise). Writes one JSON file.
@@ -151,6 +154,97 @@ def section_dit(args, preset, out: dict) -> None:
     torch.cuda.empty_cache()
 
 
+KERNEL_KINDS = (("attention", ("fmha", "flash", "sdpa", "attention", "attn")),
+                ("gemm", ("gemm", "nvjet", "cutlass", "xmma", "cublas", "tem_fused", "addmm", "_mm_")))
+
+
+def kernel_kind(name: str) -> str:
+    """Bucket a CUDA kernel name: attention, gemm or other (elementwise, norms, copies, reductions)."""
+    low = name.lower()
+    if low.startswith("triton_") and "tem_fused" not in low:
+        return "other"  # inductor's fused elementwise kernels are named after every op they absorb
+    for kind, keys in KERNEL_KINDS:
+        if any(k in low for k in keys):
+            return kind
+    return "other"
+
+
+def kernel_breakdown(fn) -> dict:
+    """GPU kernel time of one call of ``fn`` by kind (torch.profiler), with the ten longest kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    per_kind: dict[str, float] = {"attention": 0.0, "gemm": 0.0, "other": 0.0}
+    per_name: dict[str, float] = {}
+    for ev in prof.events():
+        if ev.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        us = ev.device_time_total if hasattr(ev, "device_time_total") else ev.cuda_time_total
+        per_kind[kernel_kind(ev.name)] += us / 1e6
+        per_name[ev.name] = per_name.get(ev.name, 0.0) + us / 1e6
+    top = sorted(per_name.items(), key=lambda kv: -kv[1])[:10]
+    return {"kernel_s": per_kind, "kernel_total_s": sum(per_kind.values()),
+            "top_kernels": [{"name": n[:160], "s": v, "kind": kernel_kind(n)} for n, v in top]}
+
+
+def section_dit_fast(args, preset, out: dict) -> None:
+    """The default fast path only: batch-1 forward (the baseline of this section), CFG as one batch-2
+    forward, and where the forward's GPU time goes (attention / GEMM / other)."""
+    dev = torch.device("cuda")
+    cfg = validate(RunConfig(task=preset.name, size=args.size, frame_num=args.frame_num, device="cuda",
+                             sample_steps=2, offload_model=False))
+    pipe = TI2VPipeline(cfg, progress=False)
+    shape = pipe.latent_shape
+    dit = random_dit(preset, dev)
+    FastPath().resolve(dev).apply_dit(dit)
+    g = torch.Generator("cpu").manual_seed(0)
+    x = torch.randn(shape, generator=g).to(dev, torch.bfloat16)
+    ctx = torch.randn(1, preset.text_len, preset.dit["text_dim"], generator=g).to(dev, torch.bfloat16)
+    nctx = torch.randn(1, preset.text_len, preset.dit["text_dim"], generator=g).to(dev, torch.bfloat16)
+    t1 = torch.tensor([999.0], device=dev)
+    x2, ctx2, t2 = torch.cat([x, x]), torch.cat([ctx, nctx]), t1.expand(2).contiguous()
+    rows = []
+
+    def one(c):
+        return dit(hidden_states=x, timestep=t1, encoder_hidden_states=c, return_dict=False)[0]
+
+    def pair():  # CFG as the pipeline runs it: two batch-1 forwards
+        return one(ctx), one(nctx)
+
+    def batched():
+        return dit(hidden_states=x2, timestep=t2, encoder_hidden_states=ctx2, return_dict=False)[0]
+
+    with torch.no_grad():
+        for name, fn, note in (("default, CFG as 2 x batch 1", pair, "what generate runs"),
+                               ("default, CFG as 1 x batch 2", batched, "first_call_s includes recompiling for batch 2")):
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            med, times, first = cuda_time(fn, args.repeats, warmup=2)
+            peak = (torch.cuda.max_memory_allocated() - base) / GIB
+            rows.append({"variant": name, "median_s_per_cfg_pair": med, "times_s": times, "first_call_s": first,
+                         "activation_peak_gb": peak, "note": note})
+            print(f"[dit_fast] {name:32s} {med:.4f} s per CFG pair (first {first:.1f} s) +{peak:.2f} GiB", flush=True)
+        a, b = pair()
+        both = batched()
+        err = {"cond": errors(both[:1], a), "uncond": errors(both[1:], b)}
+        print(f"[dit_fast] batch 2 vs 2 x batch 1: {err}", flush=True)
+        breakdown = kernel_breakdown(lambda: one(ctx))
+        wall, _, _ = cuda_time(lambda: one(ctx), args.repeats, warmup=1)
+        breakdown["forward_median_s"] = wall
+        ks = breakdown["kernel_s"]
+        print(f"[dit_fast] one forward {wall:.4f} s: kernels {breakdown['kernel_total_s']:.4f} s = attention "
+              f"{ks['attention']:.4f} + gemm {ks['gemm']:.4f} + other {ks['other']:.4f}", flush=True)
+        for k in breakdown["top_kernels"]:
+            print(f"    {k['s']:.4f} s {k['kind']:9s} {k['name'][:110]}")
+    out["dit_fast"] = {"tokens": pipe.num_tokens, "fast_path": FastPath().resolve(dev).to_dict(), "rows": rows,
+                       "batch2_vs_batch1": err, "profile_batch1": breakdown}
+    dit.to("cpu")
+    torch.cuda.empty_cache()
+
+
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """PSNR in dB of videos in [-1, 1] (compared as [0, 1] after clipping, as they are saved)."""
     a = ((a.float().clamp(-1, 1) + 1) / 2)
@@ -159,21 +253,82 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float("inf") if mse == 0 else 10 * torch.log10(torch.tensor(1.0 / mse)).item()
 
 
+def memory_at_peak(fn, top: int = 12) -> dict:
+    """Run ``fn`` once under the CUDA allocator's history and list what was allocated at the peak.
+
+    Replays the alloc/free trace of the snapshot to find the moment of most allocated bytes, then groups
+    the blocks alive then by the innermost Python frame outside torch (file:line, function).
+    """
+    torch.cuda.synchronize()
+    torch.cuda.memory._record_memory_history(max_entries=2_000_000, stacks="python")
+    try:
+        fn()
+        torch.cuda.synchronize()
+        snap = torch.cuda.memory._snapshot()
+    finally:
+        torch.cuda.memory._record_memory_history(enabled=None)
+    live: dict[int, tuple[int, list]] = {}
+    cur = best = 0
+    best_live: dict[int, tuple[int, list]] = {}
+    for trace in snap["device_traces"]:
+        for ev in trace:
+            if ev["action"] == "alloc":
+                live[ev["addr"]] = (ev["size"], ev.get("frames", []))
+                cur += ev["size"]
+                if cur > best:
+                    best, best_live = cur, dict(live)
+            elif ev["action"] in ("free_requested", "free_completed") and ev["addr"] in live:
+                if ev["action"] == "free_requested":
+                    cur -= live.pop(ev["addr"])[0]
+
+    def where(frames: list) -> str:
+        for f in frames:
+            fn_name = f.get("filename", "")
+            if fn_name.endswith(".py") and "/torch/" not in fn_name:
+                return f"{fn_name.split('site-packages/')[-1]}:{f.get('line')} {f.get('name')}"
+        return frames[0].get("name", "?")[:80] if frames else "?"
+
+    groups: dict[str, list[int]] = {}
+    for size, frames in best_live.values():
+        groups.setdefault(where(frames), []).append(size)
+    rows = sorted(({"where": k, "gib": sum(v) / GIB, "blocks": len(v), "largest_gib": max(v) / GIB}
+                   for k, v in groups.items()), key=lambda r: -r["gib"])
+    return {"peak_traced_gib": best / GIB, "top": rows[:top],
+            "note": "blocks allocated during the traced call and alive at its peak (weights excluded)"}
+
+
+VAE_VARIANTS = ("fp32", "bf16", "bf16_cudnn_benchmark", "bf16_channels_last")
+
+
 def section_vae(args, preset, out: dict) -> None:
     dev = torch.device("cuda")
     cfg = validate(RunConfig(task=preset.name, size=args.size, frame_num=args.frame_num, device="cuda"))
     shape = TI2VPipeline(cfg, progress=False).latent_shape
     vae32 = random_vae(preset, dev, torch.float32)
     z = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(1)).to(dev)
+    variants = [v for v in args.vae_variants.split(",") if v]
+    bad = [v for v in variants if v not in VAE_VARIANTS]
+    if bad:
+        raise SystemExit(f"--vae_variants: {bad[0]!r} is not allowed; allowed: {', '.join(VAE_VARIANTS)}")
+    ref_path = Path(args.vae_ref) if args.vae_ref else None
     rows, ref = [], None
-    for name, dtype, bench in (("fp32", torch.float32, False), ("bf16", torch.bfloat16, False),
-                               ("bf16 + cudnn.benchmark", torch.bfloat16, True)):
-        torch.backends.cudnn.benchmark = bench
+    if ref_path is not None and ref_path.is_file():
+        ref = torch.load(ref_path, map_location=dev)
+        print(f"[vae] fp32 reference read from {ref_path}", flush=True)
+    elif "fp32" not in variants:
+        variants.insert(0, "fp32")  # PSNR needs the fp32 decode of the same latents
+    for name in variants:
+        dtype = torch.float32 if name == "fp32" else torch.bfloat16
+        torch.backends.cudnn.benchmark = name == "bf16_cudnn_benchmark"
         vae = vae32 if dtype == torch.float32 else random_vae(preset, dev, torch.float32).to(dtype)
         if dtype != torch.float32:
             vae.load_state_dict({k: v.to(dtype) for k, v in vae32.state_dict().items()})
-        weights = sum(p.numel() * p.element_size() for p in vae.parameters()) / GIB
         zz = z.to(dtype)
+        if name == "bf16_channels_last":
+            layout = FastPath(vae_layout="channels_last")  # what the pipeline does on CUDA by default
+            layout.apply_vae(vae)
+            zz = layout.vae_input(zz)
+        weights = sum(p.numel() * p.element_size() for p in vae.parameters()) / GIB
         with torch.no_grad():
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
@@ -184,17 +339,25 @@ def section_vae(args, preset, out: dict) -> None:
             video = vae.decode(zz, return_dict=False)[0]
         if ref is None:
             ref = video.float()
-            sat = float((ref.abs() >= 1).float().mean())
+            if ref_path is not None:
+                torch.save(ref, ref_path)
         row = {"variant": name, "median_s": med, "times_s": times, "first_call_s": first,
                "above_weights_peak_gb": peak, "weights_gb": weights,
-               "psnr_db_vs_fp32": psnr(video, ref), "saturated_fraction_fp32": sat}
+               "psnr_db_vs_fp32": psnr(video, ref), "saturated_fraction_fp32": float((ref.abs() >= 1).float().mean())}
+        del video
+        if args.vae_snapshot and name == args.vae_snapshot:
+            with torch.no_grad():
+                torch.cuda.empty_cache()
+                row["memory_at_peak"] = memory_at_peak(lambda v=vae, x=zz: v.decode(x, return_dict=False)[0])
+            for r in row["memory_at_peak"]["top"]:
+                print(f"    {r['gib']:6.2f} GiB in {r['blocks']:4d} blocks (largest {r['largest_gib']:.2f}) {r['where']}")
         rows.append(row)
         print(f"[vae] {name:24s} {med:.3f} s  +{peak:.2f} GB  PSNR {row['psnr_db_vs_fp32']:.1f} dB", flush=True)
-        del video
         if vae is not vae32:
             del vae
     torch.backends.cudnn.benchmark = False
-    out["vae"] = {"latent_shape": list(shape), "rows": rows}
+    out["vae"] = {"latent_shape": list(shape), "rows": rows,
+                  "env": {k: v for k, v in __import__("os").environ.items() if k.startswith("CUDNN")}}
     del vae32
     torch.cuda.empty_cache()
 
@@ -258,6 +421,10 @@ def main() -> int:
     ap.add_argument("--sections", default="dit,vae")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--vae_repeats", type=int, default=2)
+    ap.add_argument("--vae_variants", default="fp32,bf16,bf16_cudnn_benchmark",
+                    help=f"comma list of {', '.join(VAE_VARIANTS)}")
+    ap.add_argument("--vae_ref", default="", help="file for the fp32 reference decode: read if present, else written")
+    ap.add_argument("--vae_snapshot", default="", help="variant whose memory at its peak is listed by allocation site")
     ap.add_argument("--check_steps", type=int, default=3)
     ap.add_argument("--e2e_steps", type=int, default=50)
     ap.add_argument("--backends", default="cudnn,flash")
@@ -269,7 +436,7 @@ def main() -> int:
 
     out["diffusers"] = diffusers.__version__
     for s in args.sections.split(","):
-        {"dit": section_dit, "vae": section_vae, "e2e_diffusers": section_e2e_diffusers}[s](args, preset, out)
+        {"dit": section_dit, "dit_fast": section_dit_fast, "vae": section_vae, "e2e_diffusers": section_e2e_diffusers}[s](args, preset, out)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(out, indent=1))
     return 0

@@ -70,6 +70,8 @@ BAD = [
     (["--task", "tiny", "--sample_solver", "euler"], "--sample_solver: 'euler' is not allowed; allowed: unipc, dpm++"),
     (["--task", "tiny", "--weights", "magic"], "--weights: 'magic' is not allowed"),
     (["--task", "tiny", "--offload_model", "maybe"], "'maybe' is not a boolean"),
+    (["--task", "tiny", "--vae_layout", "nhwc"],
+     "--vae_layout: 'nhwc' is not allowed; allowed: auto, contiguous, channels_last"),
 ]
 
 

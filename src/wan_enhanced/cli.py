@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from .argparse_util import OneLineParser
 from .config import SOLVERS, VAE_DTYPES, WEIGHT_KINDS, RunConfig, parse_bool, validate
 from .errors import UserError
-from .fastpath import ATTENTION_BACKENDS, COMPILE_MODES
+from .fastpath import ATTENTION_BACKENDS, COMPILE_MODES, VAE_LAYOUTS
 from .models.presets import PRESETS
 
 
@@ -58,6 +58,8 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", default="auto",
                    help=f"one of {', '.join(COMPILE_MODES)} (auto: regional torch.compile of the DiT blocks on GPU)")
     p.add_argument("--attention_backend", default="auto", help=f"one of {', '.join(ATTENTION_BACKENDS)}")
+    p.add_argument("--vae_layout", default="auto",
+                   help=f"one of {', '.join(VAE_LAYOUTS)} (memory layout of the VAE convolutions; lossless)")
     p.add_argument("--device", default=None, help="cuda (default when present), cuda:N or cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

@@ -70,6 +70,7 @@ class RunConfig:
     vae_dtype: str = "auto"
     compile: str = "auto"
     attention_backend: str = "auto"
+    vae_layout: str = "auto"
     # Filled by validation:
     resolved_weights: str = field(default="", repr=False)
     weights_note: str = field(default="", repr=False)
@@ -229,7 +230,7 @@ def validate(cfg: RunConfig, *, world_size: int | None = None, cuda_available: b
         raise ConfigError(f"--sample_solver: {cfg.sample_solver!r} is not allowed; allowed: {', '.join(SOLVERS)}")
     if cfg.vae_dtype not in VAE_DTYPES:
         raise ConfigError(f"--vae_dtype: {cfg.vae_dtype!r} is not allowed; allowed: {', '.join(VAE_DTYPES)}")
-    validate_fastpath(cfg.compile, cfg.attention_backend, cfg.ulysses_size)
+    validate_fastpath(cfg.compile, cfg.attention_backend, cfg.ulysses_size, cfg.vae_layout)
     if cfg.base_seed > MAX_SEED:
         raise ConfigError(f"--base_seed: {cfg.base_seed} is not allowed; must be <= {MAX_SEED} (negative: random)")
     if cfg.base_seed < 0:  # official meaning: a random seed, recorded in the report

@@ -96,9 +96,11 @@ class TI2VPipeline:
         self.vae_dtype = torch.float32 if cfg.vae_dtype == "fp32" else torch.bfloat16
         self.par = parallel or ParallelContext()
         if fast is None and self.par.ulysses_size > 1 and cfg.compile == "auto":
-            fast = FastPath(compile="none", attention_backend=cfg.attention_backend)  # CP hooks stay eager
+            fast = FastPath(compile="none", attention_backend=cfg.attention_backend,  # CP hooks stay eager
+                            vae_layout=cfg.vae_layout)
         self.residency = Residency(self.device, "offload" if cfg.offload_model else "resident")
-        self.fast = (fast or FastPath(compile=cfg.compile, attention_backend=cfg.attention_backend)).resolve(self.device)
+        self.fast = (fast or FastPath(compile=cfg.compile, attention_backend=cfg.attention_backend,
+                                      vae_layout=cfg.vae_layout)).resolve(self.device)
         self.fast.apply_global()
         self.loader = ModelLoader(self.preset, cfg.resolved_weights or "random", cfg.ckpt_dir)
         self.progress = progress
@@ -156,20 +158,32 @@ class TI2VPipeline:
                 t5 = self.residency.acquire(t5)
             ctx = self._t5(t5, prompt)
             ctx_null = self._t5(t5, negative_prompt) if self.cfg.guidance and negative_prompt is not None else None
-            self._add_flops("t5", 1 if ctx_null is None else 2)
             if not self.cfg.t5_cpu:
                 self.residency.release(t5)
         return ctx, ctx_null
 
     def _t5(self, t5: Any, text: str) -> torch.Tensor:
+        """One prompt → (1, text_len, dim) embeddings, zero after the prompt's last token.
+
+        The encoder runs on the prompt's own tokens only, not on the ``text_len`` padded positions the
+        official code feeds it: padded keys are masked out of every attention and the relative position
+        bias depends only on distances, so the real tokens' outputs are the same function (the padded
+        outputs were thrown away anyway). On the CPU (``--t5_cpu``) this divides the work by
+        text_len / prompt length (512 / ~100 for the default negative prompt).
+        ``test_t5_on_prompt_tokens_only_matches_the_padded_run`` checks it against the padded run.
+        """
         text_len = self.preset.text_len
         dev = next(t5.parameters()).device
         tok = self.tokenizer([" ".join(text.split())], padding="max_length", max_length=text_len,
                              truncation=True, add_special_tokens=True, return_attention_mask=True,
                              return_tensors="pt")
-        ids, mask = tok.input_ids.to(dev), tok.attention_mask.to(dev)
-        seq_len = int(mask.gt(0).sum())
-        hidden = t5(ids, mask).last_hidden_state[0, :seq_len]
+        seq_len = int(tok.attention_mask.gt(0).sum())
+        ids, mask = tok.input_ids[:, :seq_len].to(dev), tok.attention_mask[:, :seq_len].to(dev)
+        hidden = t5(ids, mask).last_hidden_state[0]
+        if self.flops:  # FLOPs are planned (the monitor is installed): exact for this prompt's length
+            from .monitor.flops import t5_encoder_flops
+
+            self.monitor.add_flops(t5_encoder_flops(self.preset.t5, seq_len).total)
         out = torch.zeros(1, text_len, hidden.shape[-1], dtype=self.dtype, device=self.device)
         out[0, :seq_len] = hidden.to(self.device, self.dtype)
         return out
@@ -178,6 +192,7 @@ class TI2VPipeline:
         """Build/load the Wan2.2 VAE."""
         with self.stage("Load_VAE", "Model Load (VAE)"):
             self.vae, info = self.loader.vae(self.device, self.vae_dtype)
+            self.fast.apply_vae(self.vae)
             self.residency.park(self.vae)
         self.result.load_info.append(info)
 
@@ -193,7 +208,7 @@ class TI2VPipeline:
             pixels = VideoProcessor(vae_scale_factor=self.preset.vae_stride[1]).preprocess(
                 image, height=h, width=w, resize_mode="crop")
             pixels = pixels.to(self.device, torch.float32).unsqueeze(2).to(self.vae_dtype)
-            z = vae.encode(pixels).latent_dist.mode().to(torch.float32)
+            z = vae.encode(self.fast.vae_input(pixels)).latent_dist.mode().to(torch.float32)
             self._add_flops("vae_encode", source="estimate")
             mean, inv_std = self._latent_stats(vae, self.device, torch.float32)
             cond = (z - mean) * inv_std
@@ -282,7 +297,6 @@ class TI2VPipeline:
                                                      per_token_timestep=True).total,
             "dit_scalar": flops.dit_forward_flops(p.dit, num_tokens=n, text_len=text_len,
                                                   per_token_timestep=False).total,
-            "t5": flops.t5_encoder_flops(p.t5, text_len).total,
         }
         try:  # a meta-device FlopCounterMode pass: seconds on a small CPU, so never inside a stage
             plan["vae_decode"] = flops.vae_flops_estimate(p.vae, lt, lh, lw, op="decode").total
@@ -310,7 +324,7 @@ class TI2VPipeline:
             vae = self.residency.acquire(self.vae)
             mean, inv_std = self._latent_stats(vae, self.device, self.vae_dtype)
             z = latents.to(self.device, self.vae_dtype) / inv_std + mean
-            video = vae.decode(z, return_dict=False)[0]
+            video = vae.decode(self.fast.vae_input(z), return_dict=False)[0]
             self._add_flops("vae_decode", source="estimate")
             frames = to_uint8_frames(video)
             self.residency.release(vae)

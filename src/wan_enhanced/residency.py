@@ -50,7 +50,8 @@ class Residency:
             return model
         host = []
         for t in _tensors(model):
-            h = torch.empty(t.shape, dtype=t.dtype, device="cpu", pin_memory=True)
+            # same strides as the GPU tensor, so a channels-last VAE comes back channels-last
+            h = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="cpu", pin_memory=True)
             h.copy_(t.detach())  # one copy straight into pinned memory
             host.append(h)
             t.data = h
