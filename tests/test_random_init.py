@@ -29,6 +29,14 @@ def test_cpu_t5_weights_are_seeded_scaled_and_independent_of_threads():
     one_thread = random_t5(TINY, torch.device("cpu"), seed=3)
     fill_random_(one_thread, seed=3, threads=1)
     assert all(torch.equal(x, y) for x, y in zip(a.parameters(), one_thread.parameters(), strict=True))
+    # many chunks per tensor (as for the 5B embedding): the thread count still does not change the values
+    small_one, small_many = (random_t5(TINY, torch.device("cpu"), seed=3) for _ in range(2))
+    assert small_one.shared.weight.numel() > 10 * 1000
+    fill_random_(small_one, seed=3, threads=1, chunk=1000)
+    fill_random_(small_many, seed=3, threads=8, chunk=1000)
+    assert all(torch.equal(x, y) for x, y in zip(small_one.parameters(), small_many.parameters(), strict=True))
+    emb = small_one.shared.weight.float().view(-1)
+    assert not torch.equal(emb[:1000], emb[1000:2000])  # each chunk has its own stream
     q = a.encoder.block[0].layer[0].SelfAttention.q.weight.float()
     assert abs(q.std().item() - q.shape[-1] ** -0.5) < 0.2 * q.shape[-1] ** -0.5  # N(0, 1/fan_in)
     assert torch.equal(a.encoder.final_layer_norm.weight, torch.ones_like(a.encoder.final_layer_norm.weight))

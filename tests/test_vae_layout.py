@@ -27,8 +27,36 @@ def test_channels_last_vae_decodes_and_encodes_like_contiguous(tiny_cfg, tiny_im
     assert abs(diff).max() <= 1  # uint8 frames: at most one rounding step apart
 
 
-def test_auto_layout_resolves_per_device():
-    from wan_enhanced.fastpath import VAE_LAYOUT_AUTO
+def test_auto_layout_resolves_per_device_and_vae_dtype():
+    """auto = channels-last for a bf16 VAE on CUDA (measured on H100/H200), contiguous elsewhere."""
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")  # resolve only looks at the device type
+    assert FastPath().resolve(cuda).vae_layout == "channels_last"
+    assert FastPath().resolve(cuda, torch.float32).vae_layout == "contiguous"  # fp32 VAE: not measured
+    assert FastPath().resolve(cpu).vae_layout == "contiguous"
+    assert FastPath(vae_layout="channels_last").resolve(cpu).vae_layout == "channels_last"
+    assert FastPath(vae_layout="contiguous").resolve(cuda).vae_layout == "contiguous"
 
-    assert FastPath().resolve(torch.device("cpu")).vae_layout == VAE_LAYOUT_AUTO["cpu"]
-    assert FastPath(vae_layout="channels_last").resolve(torch.device("cpu")).vae_layout == "channels_last"
+
+def test_vae_layout_flag_reaches_the_vae(tiny_cfg):
+    """--vae_layout from the config (not a FastPath passed in) decides the weights' layout."""
+    pipe = TI2VPipeline(tiny_cfg(vae_layout="channels_last"), progress=False)
+    assert pipe.fast.vae_layout == "channels_last"
+    pipe.load_vae()
+    convs = [m for m in pipe.vae.modules() if isinstance(m, torch.nn.Conv3d)]
+    assert all(m.weight.is_contiguous(memory_format=torch.channels_last_3d) for m in convs)
+    assert TI2VPipeline(tiny_cfg(), progress=False).fast.vae_layout == "contiguous"  # auto on CPU
+
+
+def test_host_buffer_keeps_standard_layouts_and_falls_back_otherwise():
+    from wan_enhanced.residency import host_buffer
+
+    w = torch.randn(8, 4, 3, 3, 3).contiguous(memory_format=torch.channels_last_3d)
+    h = host_buffer(w, pin=False)
+    assert h.stride() == w.stride()
+    h.copy_(w)
+    assert torch.equal(h, w)
+    expanded = torch.randn(4, 1).expand(4, 6)  # overlapping: its strides cannot be reproduced
+    h = host_buffer(expanded, pin=False)
+    assert h.is_contiguous()
+    h.copy_(expanded)
+    assert torch.equal(h, expanded)

@@ -65,9 +65,11 @@ def random_t5(preset: ModelPreset, device: torch.device, dtype: torch.dtype = to
               seed: int = 2) -> UMT5EncoderModel:
     """The preset's UMT5 encoder with random weights.
 
-    On the CPU (``--t5_cpu``) the model is built on the meta device and its weights drawn by
-    ``fill_random_`` in parallel chunks: transformers' own initialisation draws the 5.7 B weights one
-    after another from the single CPU generator and took 350 s on a 16-core Xeon.
+    Built on the CPU (``--t5_cpu``, ``--device cpu``, the tiny preset in tests), the model is made on the
+    meta device and its weights drawn by ``fill_random_`` in parallel chunks: transformers' own
+    initialisation draws the 5.7 B weights one after another from the single CPU generator and took 350 s
+    on a 16-core Xeon. So random weights built on the CPU differ from random weights built on a GPU
+    (other values, same architecture and scale): compare runs of one kind only.
     """
     config = UMT5Config(**preset.t5, is_encoder_decoder=False)
     if torch.device(device).type == "cpu":
@@ -83,7 +85,7 @@ def random_t5(preset: ModelPreset, device: torch.device, dtype: torch.dtype = to
     return model.eval().requires_grad_(False)
 
 
-def fill_random_(model: torch.nn.Module, seed: int, threads: int | None = None) -> None:
+def fill_random_(model: torch.nn.Module, seed: int, threads: int | None = None, chunk: int = 1 << 24) -> None:
     """Give every parameter of ``model`` (CPU) random values, drawn in parallel, deterministic in ``seed``.
 
     1-D parameters (norm scales) are set to 1; embeddings (``nn.Embedding``) are N(0, 1); other
@@ -95,7 +97,6 @@ def fill_random_(model: torch.nn.Module, seed: int, threads: int | None = None) 
     from concurrent.futures import ThreadPoolExecutor
 
     embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
-    chunk = 1 << 24
     jobs = []
     for index, param in enumerate(model.parameters()):  # parameters() yields a tied weight once
         flat = param.data.view(-1)
