@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -304,12 +305,9 @@ def section_vae(args, preset, out: dict) -> None:
     dev = torch.device("cuda")
     cfg = validate(RunConfig(task=preset.name, size=args.size, frame_num=args.frame_num, device="cuda"))
     shape = TI2VPipeline(cfg, progress=False).latent_shape
+    variants = [v for v in args.vae_variants.split(",") if v]
     vae32 = random_vae(preset, dev, torch.float32)
     z = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(1)).to(dev)
-    variants = [v for v in args.vae_variants.split(",") if v]
-    bad = [v for v in variants if v not in VAE_VARIANTS]
-    if bad:
-        raise SystemExit(f"--vae_variants: {bad[0]!r} is not allowed; allowed: {', '.join(VAE_VARIANTS)}")
     ref_path = Path(args.vae_ref) if args.vae_ref else None
     rows, ref = [], None
     if ref_path is not None and ref_path.is_file():
@@ -357,7 +355,7 @@ def section_vae(args, preset, out: dict) -> None:
             del vae
     torch.backends.cudnn.benchmark = False
     out["vae"] = {"latent_shape": list(shape), "rows": rows,
-                  "env": {k: v for k, v in __import__("os").environ.items() if k.startswith("CUDNN")}}
+                  "env": {k: v for k, v in os.environ.items() if k.startswith("CUDNN")}}
     del vae32
     torch.cuda.empty_cache()
 
@@ -429,6 +427,15 @@ def main() -> int:
     ap.add_argument("--e2e_steps", type=int, default=50)
     ap.add_argument("--backends", default="cudnn,flash")
     args = ap.parse_args()
+    sections = {"dit": section_dit, "dit_fast": section_dit_fast, "vae": section_vae,
+                "e2e_diffusers": section_e2e_diffusers}
+    checks = [("--sections", args.sections, tuple(sections)), ("--vae_variants", args.vae_variants, VAE_VARIANTS)]
+    for flag, value, allowed in checks:  # one-line errors before any model is built
+        bad = [v for v in value.split(",") if v and v not in allowed]
+        if bad:
+            ap.error(f"{flag}: {bad[0]!r} is not allowed; allowed: {', '.join(allowed)}")
+    if args.vae_snapshot and args.vae_snapshot not in args.vae_variants.split(","):
+        ap.error(f"--vae_snapshot: {args.vae_snapshot!r} is not one of --vae_variants ({args.vae_variants})")
     preset = get_preset(args.task)
     out: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "args": vars(args),
                  "weights": "random (real architecture)"}
@@ -436,7 +443,7 @@ def main() -> int:
 
     out["diffusers"] = diffusers.__version__
     for s in args.sections.split(","):
-        {"dit": section_dit, "dit_fast": section_dit_fast, "vae": section_vae, "e2e_diffusers": section_e2e_diffusers}[s](args, preset, out)
+        sections[s](args, preset, out)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(out, indent=1))
     return 0

@@ -59,7 +59,7 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
                    help=f"one of {', '.join(COMPILE_MODES)} (auto: regional torch.compile of the DiT blocks on GPU)")
     p.add_argument("--attention_backend", default="auto", help=f"one of {', '.join(ATTENTION_BACKENDS)}")
     p.add_argument("--vae_layout", default="auto",
-                   help=f"one of {', '.join(VAE_LAYOUTS)} (memory layout of the VAE convolutions; lossless)")
+                   help=f"one of {', '.join(VAE_LAYOUTS)} (memory layout of the VAE convolutions; same output to rounding)")
     p.add_argument("--device", default=None, help="cuda (default when present), cuda:N or cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

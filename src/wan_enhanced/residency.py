@@ -26,22 +26,6 @@ def _tensors(model: torch.nn.Module) -> list[torch.Tensor]:
     return list(model.parameters()) + list(model.buffers())
 
 
-def host_buffer(t: torch.Tensor, pin: bool = True) -> torch.Tensor:
-    """An empty CPU tensor for a copy of ``t``, with ``t``'s strides when ``t`` is dense in a standard layout.
-
-    Keeping the strides means a channels-last VAE comes back channels-last after a trip through host
-    memory; any other layout (e.g. an expanded tensor) gets a plain contiguous buffer.
-    """
-    formats = [torch.contiguous_format]
-    if t.dim() == 4:
-        formats.append(torch.channels_last)
-    elif t.dim() == 5:
-        formats.append(torch.channels_last_3d)
-    if any(t.is_contiguous(memory_format=f) for f in formats):
-        return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="cpu", pin_memory=pin)
-    return torch.empty(t.shape, dtype=t.dtype, device="cpu", pin_memory=pin)
-
-
 class Residency:
     """Moves models between the compute device and pinned host memory according to the policy."""
 
@@ -66,7 +50,8 @@ class Residency:
             return model
         host = []
         for t in _tensors(model):
-            h = host_buffer(t, pin=True)
+            # empty_like keeps t's strides (dense layouts), so a channels-last VAE comes back channels-last
+            h = torch.empty_like(t, device="cpu", pin_memory=True)
             h.copy_(t.detach())  # one copy straight into pinned memory
             host.append(h)
             t.data = h
