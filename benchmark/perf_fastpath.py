@@ -35,7 +35,7 @@ except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from wan_enhanced.config import RunConfig, validate  # noqa: E402
-from wan_enhanced.fastpath import ATTENTION_BACKENDS, FastPath  # noqa: E402
+from wan_enhanced.fastpath import ATTENTION_BACKENDS, FastPath, activate_fa4  # noqa: E402
 from wan_enhanced.models.presets import get_preset  # noqa: E402
 from wan_enhanced.models.random_init import random_dit, random_vae  # noqa: E402
 from wan_enhanced.pipeline import TI2VPipeline, make_scheduler  # noqa: E402
@@ -67,6 +67,16 @@ def errors(out: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
     """Max abs error and relative L2 error of ``out`` against ``ref``."""
     o, r = out.float(), ref.float()
     return {"max_abs": float((o - r).abs().max()), "rel_l2": float((o - r).norm() / r.norm())}
+
+
+def set_backend(dit, name: str) -> None:
+    """Pin attention backend ``name`` (a key of ATTENTION_BACKENDS) on ``dit``; flash4 activates FA4 first."""
+    if name == "flash4":
+        activate_fa4()  # from here on, SDPA's flash backend is FA4 for this process
+    if ATTENTION_BACKENDS[name]:
+        dit.set_attention_backend(ATTENTION_BACKENDS[name])
+    else:
+        dit.reset_attention_backend()
 
 
 def section_dit(args, preset, out: dict) -> None:
@@ -123,7 +133,7 @@ def section_dit(args, preset, out: dict) -> None:
         measure("scalar timestep", t)
         backends = [b for b in args.backends.split(",") if b]
         for b in backends:
-            dit.set_attention_backend(ATTENTION_BACKENDS[b]) if ATTENTION_BACKENDS[b] else dit.reset_attention_backend()
+            set_backend(dit, b)
             measure(f"scalar timestep + attn {b}", t)
         dit.reset_attention_backend()
         dit.compile_repeated_blocks(fullgraph=True)
@@ -132,7 +142,7 @@ def section_dit(args, preset, out: dict) -> None:
         for b in backends:
             if b in ("auto", "native"):
                 continue
-            dit.set_attention_backend(ATTENTION_BACKENDS[b])
+            set_backend(dit, b)
             measure(f"scalar timestep + compile + attn {b}", t, "recompiled for the backend")
         dit.reset_attention_backend()
     out["dit"] = {"tokens": n, "latent_shape": list(shape), "rows": rows,
@@ -148,8 +158,10 @@ def section_dit(args, preset, out: dict) -> None:
         pass
 
     # latents after a few real sampling steps: plain path vs the fast path (same weights, seed, embeddings)
-    lat_fast = run_steps(FastPath(scalar_timestep=True, compile="blocks"))  # blocks are compiled by now
-    out["dit"]["latents_after_steps"] = {"steps": args.check_steps, **errors(lat_fast, lat_plain)}
+    fast = FastPath(scalar_timestep=True, compile="blocks", attention_backend=args.fast_backend)
+    lat_fast = run_steps(fast)  # blocks are compiled by now
+    out["dit"]["latents_after_steps"] = {"steps": args.check_steps, "fast_path": fast.resolve(dev).to_dict(),
+                                         **errors(lat_fast, lat_plain)}
     print(f"[dit] latents after {args.check_steps} steps fast vs plain: {out['dit']['latents_after_steps']}")
     dit.to("cpu")
     torch.cuda.empty_cache()
@@ -200,7 +212,8 @@ def section_dit_fast(args, preset, out: dict) -> None:
     pipe = TI2VPipeline(cfg, progress=False)
     shape = pipe.latent_shape
     dit = random_dit(preset, dev)
-    FastPath().resolve(dev).apply_dit(dit)
+    fast = FastPath(attention_backend=args.fast_backend).resolve(dev)
+    fast.apply_dit(dit)
     g = torch.Generator("cpu").manual_seed(0)
     x = torch.randn(shape, generator=g).to(dev, torch.bfloat16)
     ctx = torch.randn(1, preset.text_len, preset.dit["text_dim"], generator=g).to(dev, torch.bfloat16)
@@ -240,7 +253,7 @@ def section_dit_fast(args, preset, out: dict) -> None:
               f"{ks['attention']:.4f} + gemm {ks['gemm']:.4f} + other {ks['other']:.4f}", flush=True)
         for k in breakdown["top_kernels"]:
             print(f"    {k['s']:.4f} s {k['kind']:9s} {k['name'][:110]}")
-    out["dit_fast"] = {"tokens": pipe.num_tokens, "fast_path": FastPath().resolve(dev).to_dict(), "rows": rows,
+    out["dit_fast"] = {"tokens": pipe.num_tokens, "fast_path": fast.to_dict(), "rows": rows,
                        "batch2_vs_batch1": err, "profile_batch1": breakdown}
     dit.to("cpu")
     torch.cuda.empty_cache()
@@ -298,7 +311,23 @@ def memory_at_peak(fn, top: int = 12) -> dict:
             "note": "blocks allocated during the traced call and alive at its peak (weights excluded)"}
 
 
-VAE_VARIANTS = ("fp32", "bf16", "bf16_cudnn_benchmark", "bf16_channels_last")
+VAE_VARIANTS = ("fp32", "bf16", "bf16_cudnn_benchmark", "bf16_channels_last", "bf16_channels_last_compiled")
+
+
+def compile_vae_blocks(vae) -> int:
+    """torch.compile each residual block of the VAE decoder in place (fuses RMS norm + SiLU + causal pad
+    around the cuDNN convolutions); returns the number of blocks. Shapes differ per block and per latent
+    frame (first chunk, empty cache), so the recompile limit is raised."""
+    from diffusers.models.autoencoders.autoencoder_kl_wan import WanResidualBlock
+
+    cfg = torch._dynamo.config
+    for key, at_least in (("recompile_limit", 64), ("accumulated_recompile_limit", 512)):
+        if hasattr(cfg, key):
+            setattr(cfg, key, max(getattr(cfg, key), at_least))
+    blocks = [m for m in vae.decoder.modules() if isinstance(m, WanResidualBlock)]
+    for b in blocks:
+        b.compile(dynamic=False)  # automatic dynamic shapes failed to lower on the CPU (torch 2.13)
+    return len(blocks)
 
 
 def section_vae(args, preset, out: dict) -> None:
@@ -322,10 +351,16 @@ def section_vae(args, preset, out: dict) -> None:
         if dtype != torch.float32:
             vae.load_state_dict({k: v.to(dtype) for k, v in vae32.state_dict().items()})
         zz = z.to(dtype)
-        if name == "bf16_channels_last":
+        if name.startswith("bf16_channels_last"):
             layout = FastPath(vae_layout="channels_last")  # what the pipeline does on CUDA by default
             layout.apply_vae(vae)
             zz = layout.vae_input(zz)
+        extra = {}
+        if name.endswith("_compiled"):
+            from torch._dynamo.utils import counters
+
+            extra["compiled_blocks"] = compile_vae_blocks(vae)
+            graphs0 = counters["stats"]["unique_graphs"]
         weights = sum(p.numel() * p.element_size() for p in vae.parameters()) / GIB
         with torch.no_grad():
             torch.cuda.empty_cache()
@@ -335,14 +370,26 @@ def section_vae(args, preset, out: dict) -> None:
                                           warmup=1)
             peak = (torch.cuda.max_memory_allocated() - base) / GIB
             video = vae.decode(zz, return_dict=False)[0]
+        if name.endswith("_compiled"):
+            extra["graphs_compiled"] = counters["stats"]["unique_graphs"] - graphs0
+            extra["note"] = "first_call_s includes compiling (warm-up call); median excludes it"
         if ref is None:
             ref = video.float()
             if ref_path is not None:
                 torch.save(ref, ref_path)
         row = {"variant": name, "median_s": med, "times_s": times, "first_call_s": first,
                "above_weights_peak_gb": peak, "weights_gb": weights,
-               "psnr_db_vs_fp32": psnr(video, ref), "saturated_fraction_fp32": float((ref.abs() >= 1).float().mean())}
+               "psnr_db_vs_fp32": psnr(video, ref), "saturated_fraction_fp32": float((ref.abs() >= 1).float().mean()),
+               **extra}
         del video
+        if name in args.vae_profile.split(","):
+            with torch.no_grad():
+                row["profile"] = kernel_breakdown(lambda v=vae, x=zz: v.decode(x, return_dict=False)[0])
+            ks = row["profile"]["kernel_s"]
+            print(f"    kernels {row['profile']['kernel_total_s']:.3f} s: conv/gemm {ks['gemm']:.3f} "
+                  f"other {ks['other']:.3f}", flush=True)
+            for k in row["profile"]["top_kernels"]:
+                print(f"    {k['s']:.4f} s {k['kind']:9s} {k['name'][:110]}")
         if args.vae_snapshot and name == args.vae_snapshot:
             with torch.no_grad():
                 torch.cuda.empty_cache()
@@ -425,11 +472,18 @@ def main() -> int:
     ap.add_argument("--vae_snapshot", default="", help="variant whose memory at its peak is listed by allocation site")
     ap.add_argument("--check_steps", type=int, default=3)
     ap.add_argument("--e2e_steps", type=int, default=50)
-    ap.add_argument("--backends", default="cudnn,flash")
+    ap.add_argument("--backends", default="cudnn,flash",
+                    help=f"attention backends of section dit, from {', '.join(ATTENTION_BACKENDS)}; flash4 "
+                         "re-routes SDPA's flash backend for the rest of the process, so list it last")
+    ap.add_argument("--fast_backend", default="auto",
+                    help="attention backend of the fast path in section dit_fast and dit's latent check")
+    ap.add_argument("--vae_profile", default="", help="comma list of VAE variants whose decode kernels are profiled")
     args = ap.parse_args()
     sections = {"dit": section_dit, "dit_fast": section_dit_fast, "vae": section_vae,
                 "e2e_diffusers": section_e2e_diffusers}
-    checks = [("--sections", args.sections, tuple(sections)), ("--vae_variants", args.vae_variants, VAE_VARIANTS)]
+    checks = [("--sections", args.sections, tuple(sections)), ("--vae_variants", args.vae_variants, VAE_VARIANTS),
+              ("--vae_profile", args.vae_profile, VAE_VARIANTS), ("--backends", args.backends, tuple(ATTENTION_BACKENDS)),
+              ("--fast_backend", args.fast_backend, tuple(ATTENTION_BACKENDS))]
     for flag, value, allowed in checks:  # one-line errors before any model is built
         bad = [v for v in value.split(",") if v and v not in allowed]
         if bad:

@@ -27,3 +27,32 @@ def test_offload_keeps_the_channels_last_vae_layout():
     assert all(m.weight.is_cuda and m.weight.is_contiguous(memory_format=torch.channels_last_3d)
                for m in on_gpu.modules() if isinstance(m, torch.nn.Conv3d))
     res.release(on_gpu)
+
+
+def _fa4_skip() -> str | None:
+    from wan_enhanced.fastpath import fa4_unavailable
+
+    return "needs CUDA" if not torch.cuda.is_available() else fa4_unavailable(torch.device("cuda"))
+
+
+@pytest.mark.skipif(_fa4_skip() is not None, reason=str(_fa4_skip()))
+def test_flash4_through_sdpa_matches_cudnn_and_auto_picks_it():
+    """FA4 behind SDPA's flash backend gives cuDNN's result to bf16 rounding, and auto chooses it here."""
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from wan_enhanced.fastpath import activate_fa4
+
+    g = torch.Generator("cuda").manual_seed(0)
+    q, k, v = (torch.randn(1, 2048, 4, 128, device="cuda", dtype=torch.bfloat16, generator=g).transpose(1, 2)
+               for _ in range(3))
+    with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+        ref = F.scaled_dot_product_attention(q, k, v).float()
+    activate_fa4()
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        out = F.scaled_dot_product_attention(q, k, v).float()
+    assert torch.nn.attention.current_flash_attention_impl() == "FA4"
+    assert float((out - ref).norm() / ref.norm()) < 1e-2
+    assert float((out - ref).abs().max()) < 3e-2
+    fp = FastPath().resolve(torch.device("cuda"))
+    assert (fp.attention_backend, fp.attention_note) == ("flash4", "auto: FlashAttention-4 is installed")

@@ -72,6 +72,10 @@ BAD = [
     (["--task", "tiny", "--offload_model", "maybe"], "'maybe' is not a boolean"),
     (["--task", "tiny", "--vae_layout", "nhwc"],
      "--vae_layout: 'nhwc' is not allowed; allowed: auto, contiguous, channels_last"),
+    (["--task", "tiny", "--attention_backend", "fa9"],
+     "--attention_backend: 'fa9' is not allowed; allowed: auto, native, cudnn, flash, efficient, flash3, flash4"),
+    (["--task", "tiny", "--attention_backend", "flash4"],  # FlashAttention-4 is never installed on CI
+     "--attention_backend flash4: "),
 ]
 
 
