@@ -29,7 +29,7 @@ except ImportError:
 
 from wan_enhanced.fastpath import activate_fa4, fa4_unavailable  # noqa: E402
 
-KERNELS = ("cudnn", "flash", "efficient", "flash4", "flash4_direct")
+KERNELS = ("cudnn", "flash", "efficient", "flash4", "flash4_direct")  # plus flash4_tile_MxN from --fa4_tiles
 SDPA = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
         "efficient": SDPBackend.EFFICIENT_ATTENTION, "flash4": SDPBackend.FLASH_ATTENTION}
 
@@ -68,6 +68,8 @@ def main() -> int:
     ap.add_argument("--head_dim", type=int, default=128)
     ap.add_argument("--kernels", default="cudnn,flash,efficient,flash4,flash4_direct",
                     help=f"comma list of {', '.join(KERNELS)}; flash4 re-routes SDPA's flash backend, so it runs last")
+    ap.add_argument("--fa4_tiles", default="",
+                    help="comma list of FA4 forward tiles MxN (e.g. 128x128,128x176) timed through flash_attn.cute")
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--ref_heads", type=int, default=2)
     args = ap.parse_args()
@@ -75,6 +77,14 @@ def main() -> int:
     bad = [k for k in kernels if k not in KERNELS]
     if bad:
         ap.error(f"--kernels: {bad[0]!r} is not allowed; allowed: {', '.join(KERNELS)}")
+    tiles = []
+    for t in (t for t in args.fa4_tiles.split(",") if t):
+        try:
+            m, n = (int(x) for x in t.lower().split("x"))
+        except ValueError:
+            ap.error(f"--fa4_tiles: {t!r} is not allowed; use MxN, e.g. 128x176")
+        tiles.append((m, n))
+        kernels.append(f"flash4_tile_{m}x{n}")
     if not torch.cuda.is_available():
         ap.error("needs a CUDA GPU")
     # FA4 re-routes the flash backend for good: measure FA2 first, then FA4
@@ -104,6 +114,13 @@ def main() -> int:
             def fn():
                 o = flash_attn_func(q, k, v)
                 return (o[0] if isinstance(o, tuple) else o).transpose(1, 2)
+        elif name.startswith("flash4_tile_"):
+            from flash_attn.cute import interface
+
+            tile = tuple(int(x) for x in name.rsplit("_", 1)[1].split("x"))
+
+            def fn(tile=tile):
+                return interface._flash_attn_fwd(q, k, v, tile_mn=tile)[0].transpose(1, 2)
         else:
             def fn(b=SDPA[name]):
                 with sdpa_kernel(b):
@@ -112,7 +129,7 @@ def main() -> int:
             with torch.no_grad():
                 res = fn()
                 med, times = timed(fn, args.repeats, warmup=2)
-        except RuntimeError as e:  # a backend that refuses this shape/device
+        except Exception as e:  # noqa: BLE001 - a backend or tile that refuses this shape/device
             row["error"] = str(e).splitlines()[0][:300]
             out["rows"].append(row)
             print(f"{name:14s} failed: {row['error']}", flush=True)

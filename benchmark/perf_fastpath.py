@@ -8,8 +8,9 @@ Sections (``--sections dit,vae,e2e_diffusers``):
 - ``dit_fast``: the default fast path only: CFG as two batch-1 forwards (what ``generate`` runs) vs one
   batch-2 forward, and the GPU kernel time of one forward split into attention / GEMM / other.
 - ``vae``: VAE decode of random latents, ``--vae_variants`` of fp32 (reference), bf16, bf16 with cuDNN
-  autotuning, bf16 channels-last: time, memory above the weights, PSNR against fp32;
-  ``--vae_snapshot VARIANT`` lists what is allocated at that variant's memory peak, by allocation site.
+  autotuning, bf16 channels-last (also with compiled residual blocks, or with diffusers' spatial tiling):
+  time, memory above the weights, PSNR against fp32; ``--vae_snapshot VARIANT`` lists what is allocated
+  at that variant's memory peak, by allocation site; ``--vae_profile`` splits its kernel time.
 - ``e2e_diffusers``: diffusers' own ``WanPipeline(expand_timesteps=True)`` end to end (prompt
   embeddings given, fp32 VAE as diffusers recommends), the baseline our ``generate`` runs compare to.
 Random weights (time and memory profile of the real 5B; outputs are noise). Writes one JSON file.
@@ -311,7 +312,8 @@ def memory_at_peak(fn, top: int = 12) -> dict:
             "note": "blocks allocated during the traced call and alive at its peak (weights excluded)"}
 
 
-VAE_VARIANTS = ("fp32", "bf16", "bf16_cudnn_benchmark", "bf16_channels_last", "bf16_channels_last_compiled")
+VAE_VARIANTS = ("fp32", "bf16", "bf16_cudnn_benchmark", "bf16_channels_last", "bf16_channels_last_compiled",
+                "bf16_channels_last_tiled")
 
 
 def compile_vae_blocks(vae) -> int:
@@ -356,6 +358,10 @@ def section_vae(args, preset, out: dict) -> None:
             layout.apply_vae(vae)
             zz = layout.vae_input(zz)
         extra = {}
+        if name.endswith("_tiled"):  # diffusers' spatial tiling with its default tile sizes and overlap
+            vae.enable_tiling()
+            extra["tiling"] = {k: getattr(vae, k) for k in ("tile_sample_min_height", "tile_sample_min_width",
+                                                            "tile_sample_stride_height", "tile_sample_stride_width")}
         if name.endswith("_compiled"):
             from torch._dynamo.utils import counters
 

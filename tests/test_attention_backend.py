@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 import types
 
@@ -79,7 +80,7 @@ def test_adapter_returns_out_and_lse_from_either_fa4_convention(monkeypatch):
     monkeypatch.setitem(sys.modules, "flash_attn", types.ModuleType("flash_attn"))
     monkeypatch.setitem(sys.modules, "flash_attn.cute", cute)
     monkeypatch.delitem(sys.modules, "wan_enhanced.attention_fa4", raising=False)
-    from wan_enhanced import attention_fa4
+    attention_fa4 = importlib.import_module("wan_enhanced.attention_fa4")  # fresh, against the fake FA4
 
     assert attention_fa4._flash_attn_fwd(1, 2, 3, softmax_scale=0.5, return_lse=True) == ("out", "lse")
     assert calls == [{"softmax_scale": 0.5, "return_lse": True}]
@@ -87,3 +88,4 @@ def test_adapter_returns_out_and_lse_from_either_fa4_convention(monkeypatch):
     assert attention_fa4._flash_attn_fwd(1, 2, 3) == ("o", "l")
     assert attention_fa4._flash_attn_bwd is interface._flash_attn_bwd
     monkeypatch.delitem(sys.modules, "wan_enhanced.attention_fa4", raising=False)
+
