@@ -31,26 +31,66 @@ def test_auto_picks_fa4_when_installed_and_records_why(monkeypatch):
     for compile_mode in ("auto", "none"):
         fp = FastPath(compile=compile_mode).resolve(CUDA)
         assert fp.attention_backend == "flash4"
-        assert fp.attention_note == "auto: FlashAttention-4 is installed"
+        assert fp.attention_note == fastpath.AUTO_FA4_NOTE == "auto: FlashAttention-4 is installed"
         assert fp.to_dict()["attention_note"] == "auto: FlashAttention-4 is installed"
     assert FastPath(attention_backend="cudnn").resolve(CUDA).attention_backend == "cudnn"  # explicit wins
     assert FastPath().resolve(torch.device("cpu")).attention_backend == "auto"  # never on the CPU
 
 
-def test_fa4_that_fails_to_load_falls_back_only_under_auto(monkeypatch):
+@pytest.mark.parametrize("compile_mode,used", [("none", "auto"), ("blocks", "cudnn")])
+def test_fa4_that_fails_to_load_falls_back_only_under_auto(monkeypatch, caplog, compile_mode, used):
     def boom():
         raise RuntimeError("cutlass DSL missing\nsecond line")
 
+    deactivated = []
     monkeypatch.setattr(fastpath, "activate_fa4", boom)
+    monkeypatch.setattr(fastpath, "deactivate_fa4", lambda: deactivated.append(True))
     dit = random_dit(get_preset("tiny"), torch.device("cpu"))
-    fp = FastPath(compile="none", attention_backend="flash4", attention_note="auto: FlashAttention-4 is installed")
-    fp.apply_dit(dit)
-    assert fp.attention_backend == "auto"
-    assert fp.attention_note == ("auto: FlashAttention-4 is installed but failed to activate "
-                                 "(RuntimeError: cutlass DSL missing); auto used")
-    explicit = FastPath(compile="none", attention_backend="flash4")
+    pinned = []
+    monkeypatch.setattr(dit, "set_attention_backend", lambda b: pinned.append(b))
+    monkeypatch.setattr(dit, "compile_repeated_blocks", lambda **kw: None)
+    fp = FastPath(compile=compile_mode, attention_backend="flash4", attention_note=fastpath.AUTO_FA4_NOTE)
+    with caplog.at_level("WARNING", logger="wan_enhanced"):
+        fp.apply_dit(dit, torch.device("cpu"))
+    note = ("auto: FlashAttention-4 is installed but failed to activate (RuntimeError: cutlass DSL missing); "
+            f"{used} used")
+    assert (fp.attention_backend, fp.attention_note) == (used, note)
+    assert deactivated == [True]
+    assert pinned == (["_native_cudnn"] if used == "cudnn" else [])
+    assert [r.getMessage() for r in caplog.records] == [note]
+    explicit = FastPath(compile=compile_mode, attention_backend="flash4")
     with pytest.raises(RuntimeError, match="cutlass DSL missing"):
-        explicit.apply_dit(dit)
+        explicit.apply_dit(dit, torch.device("cpu"))
+
+
+def test_fa4_needs_a_hopper_or_blackwell_gpu(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "flash_attn.cute" else real(name, *a))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    assert fastpath.fa4_unavailable(CUDA) == ("FlashAttention-4 needs compute capability 9.x or 10.x; "
+                                              "this GPU is 8.0")
+    assert fastpath.fa4_unavailable(torch.device("cpu")) == "FlashAttention-4 needs a CUDA GPU; this run is on cpu"
+    assert FastPath().resolve(CUDA).attention_backend == "cudnn"  # auto does not pick it on an A100
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    assert fastpath.fa4_unavailable(CUDA) is None
+    assert FastPath().resolve(CUDA).attention_backend == "flash4"
+    assert FastPath().resolve(CUDA, context_parallel=True).attention_backend == "cudnn"  # Ulysses: not measured
+
+
+def test_flash4_on_the_cpu_is_rejected_before_loading(monkeypatch):
+    from wan_enhanced.config import RunConfig, validate
+
+    monkeypatch.setattr(fastpath, "fa4_unavailable",
+                        lambda device=None: None if device is None else "FlashAttention-4 needs a CUDA GPU; this "
+                        "run is on cpu")
+    with pytest.raises(ConfigError) as e:
+        validate(RunConfig(task="tiny", device="cpu", attention_backend="flash4"), world_size=1, cuda_available=False)
+    assert str(e.value) == ("--attention_backend flash4: FlashAttention-4 needs a CUDA GPU; this run is on cpu; "
+                            "allowed here: auto, native, cudnn, flash, efficient")
 
 
 def test_fa4_unavailable_names_the_missing_package(monkeypatch):
@@ -60,7 +100,7 @@ def test_fa4_unavailable_names_the_missing_package(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name.startswith("flash_attn") else real(name, *a))
     why = fastpath.fa4_unavailable()
-    assert why is not None and ("flash-attn-4" in why or "activate_flash_attention_impl" in why)
+    assert why == "FlashAttention-4 (pip install 'flash-attn-4[cu13]', module flash_attn.cute) is not installed"
     with pytest.raises(ConfigError) as e:
         validate_fastpath("auto", "flash4")
     assert str(e.value).startswith("--attention_backend flash4: ")

@@ -35,8 +35,20 @@ def _fa4_skip() -> str | None:
     return "needs CUDA" if not torch.cuda.is_available() else fa4_unavailable(torch.device("cuda"))
 
 
-@pytest.mark.skipif(_fa4_skip() is not None, reason=str(_fa4_skip()))
-def test_flash4_through_sdpa_matches_cudnn_and_auto_picks_it():
+_FA4_SKIP = _fa4_skip()
+
+
+@pytest.fixture
+def fa4_restored():
+    """Give SDPA's flash backend back to torch's kernel after the test."""
+    yield
+    from wan_enhanced.fastpath import deactivate_fa4
+
+    deactivate_fa4()
+
+
+@pytest.mark.skipif(_FA4_SKIP is not None, reason=str(_FA4_SKIP))
+def test_flash4_through_sdpa_matches_cudnn_and_auto_picks_it(fa4_restored):
     """FA4 behind SDPA's flash backend gives cuDNN's result to bf16 rounding, and auto chooses it here."""
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import importlib.util
 import subprocess
 import sys
 import weakref
@@ -74,8 +75,6 @@ BAD = [
      "--vae_layout: 'nhwc' is not allowed; allowed: auto, contiguous, channels_last"),
     (["--task", "tiny", "--attention_backend", "fa9"],
      "--attention_backend: 'fa9' is not allowed; allowed: auto, native, cudnn, flash, efficient, flash3, flash4"),
-    (["--task", "tiny", "--attention_backend", "flash4"],  # FlashAttention-4 is never installed on CI
-     "--attention_backend flash4: "),
 ]
 
 
@@ -86,6 +85,15 @@ def test_bad_input_is_one_line_exit_2(args, expected):
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("flash_attn") is not None, reason="a flash_attn package is installed")
+def test_flash4_without_fa4_is_one_line_exit_2():
+    proc = _cli("--task", "tiny", "--attention_backend", "flash4", "--device", "cpu")
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: --attention_backend flash4: "), proc.stderr
+    assert lines[0].endswith("allowed without it: auto, native, cudnn, flash, efficient"), lines[0]
 
 
 def test_unreadable_image_and_incomplete_ckpt_dir(tmp_path):

@@ -294,6 +294,14 @@ def validate(cfg: RunConfig, *, world_size: int | None = None, cuda_available: b
                           "on CPU only --cfg_parallel runs")
     if cfg.memory_budget_gb is not None and cfg.device == "cpu":
         raise ConfigError("--memory_budget_gb needs a CUDA device (it caps GPU memory); this run is on cpu")
+    if cfg.attention_backend == "flash4":
+        import torch
+
+        from .fastpath import fa4_unavailable
+
+        why = fa4_unavailable(torch.device(cfg.device))
+        if why:
+            raise ConfigError(f"--attention_backend flash4: {why}; allowed here: auto, native, cudnn, flash, efficient")
     if cfg.vae_dtype == "auto":
         # bf16 on GPUs: PSNR >= 40 dB against fp32 (see README, Performance); fp32 on the CPU.
         cfg.vae_dtype = "bf16" if cfg.device.startswith("cuda") else "fp32"

@@ -10,8 +10,9 @@
   transformer blocks): fuses norms, modulation and casts. The first call pays the compile (reported
   in ``Step_0``); inductor's on-disk cache makes later processes faster.
 - ``attention_backend``: diffusers' attention dispatcher. ``flash4`` runs FlashAttention-4 (package
-  ``flash-attn-4``) through torch's flash-attention registry; ``auto`` picks it on a Hopper/Blackwell GPU
-  when it is installed (H100: 0.915 → 0.833 s per compiled forward, the same error against fp32), and
+  ``flash-attn-4``) through torch's flash-attention registry; ``auto`` picks it on a GPU of compute
+  capability 9.x/10.x when it is installed (H100 and H200 measured: 0.915 → 0.833 s per compiled forward,
+  the same error against fp32; not under Ulysses, where it was not measured), and
   otherwise SDPA's own choice in eager mode, cuDNN pinned when the blocks are compiled. If FA4 is
   installed but fails to load, ``auto`` falls back and says so in ``attention_note``.
 - ``vae_layout``: memory layout of the VAE's convolution weights and input (``channels_last``: cuDNN's
@@ -34,6 +35,7 @@ import torch
 from .errors import ConfigError
 
 log = logging.getLogger("wan_enhanced")
+AUTO_FA4_NOTE = "auto: FlashAttention-4 is installed"
 
 ATTENTION_BACKENDS = {
     "auto": None,  # diffusers default: torch SDPA, which picks cuDNN/flash itself
@@ -65,17 +67,22 @@ class FastPath:
     vae_layout: str = "auto"
     attention_note: str = ""  # how 'auto' chose the attention backend, or why it fell back
 
-    def resolve(self, device: torch.device, vae_dtype: torch.dtype = torch.bfloat16) -> FastPath:
-        """Concrete settings for ``device`` (compile only on CUDA) and a VAE run in ``vae_dtype``."""
+    def resolve(self, device: torch.device, vae_dtype: torch.dtype = torch.bfloat16,
+                context_parallel: bool = False) -> FastPath:
+        """Concrete settings for ``device`` (compile only on CUDA) and a VAE run in ``vae_dtype``.
+
+        ``attention_backend='auto'`` becomes ``flash4`` on a CUDA GPU of compute capability 9.x/10.x with
+        FlashAttention-4 installed, except under context parallelism (Ulysses), where FA4 was not measured.
+        """
         compile_mode = self.compile
         if compile_mode == "auto":
             compile_mode = "blocks" if device.type == "cuda" else "none"
         backend = self.attention_backend
         note = self.attention_note
-        if backend == "auto" and device.type == "cuda" and fa4_unavailable(device) is None:
-            # Measured on H100 (benchmarks/results/h100/s4): FA4 0.833 s per compiled forward vs 0.915 s
-            # with cuDNN, 1.033 vs 1.113 s eager; the same error against fp32 as cuDNN.
-            backend, note = "flash4", "auto: FlashAttention-4 is installed"
+        if backend == "auto" and device.type == "cuda" and not context_parallel and fa4_unavailable(device) is None:
+            # Measured on H100 and H200 (benchmarks/results/*/s4): FA4 0.833 s per compiled forward vs
+            # 0.915 s with cuDNN, 1.033 vs 1.151 s eager; the same error against fp32 as cuDNN.
+            backend, note = "flash4", AUTO_FA4_NOTE
         elif backend == "auto" and compile_mode == "blocks" and device.type == "cuda":
             # Measured on H100: inside compiled blocks SDPA picks the flash kernel (1.20 s / forward);
             # pinning cuDNN gives 0.91 s. In eager mode SDPA's own choice was the faster one
@@ -91,14 +98,26 @@ class FastPath:
         """Settings as recorded in reports."""
         return asdict(self)
 
-    def apply_dit(self, dit: Any) -> None:
-        """Set the attention backend and compile the repeated blocks of ``dit`` (in place)."""
+    def apply_dit(self, dit: Any, device: torch.device | None = None) -> None:
+        """Set the attention backend and compile the repeated blocks of ``dit`` (in place).
+
+        ``flash4`` activates FlashAttention-4 for the whole process (SDPA's flash backend becomes FA4) and
+        runs one small attention call on ``device`` (the run's GPU) to catch a kernel that cannot build
+        or run here. When ``auto`` chose
+        FA4 and that fails, FA4 is deactivated and this object is updated in place to the backend actually
+        used (cuDNN when compiled, SDPA's choice otherwise), with the reason in ``attention_note``, so the
+        report shows what ran. An explicit ``flash4`` raises instead.
+        """
         if self.attention_backend == "flash4":
             try:
                 activate_fa4()
+                # on the run's GPU: an offloaded DiT's weights sit on the host at this point
+                fa4_smoke_test(device if device is not None and device.type == "cuda"
+                               else torch.device("cuda", torch.cuda.current_device()))
             except Exception as e:  # noqa: BLE001 - a beta kernel package may not load; auto must still run
-                if not self.attention_note.startswith("auto"):
+                if self.attention_note != AUTO_FA4_NOTE:
                     raise
+                deactivate_fa4()
                 self.attention_backend = "cudnn" if self.compile == "blocks" else "auto"
                 self.attention_note = (f"auto: FlashAttention-4 is installed but failed to activate "
                                        f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
@@ -135,8 +154,9 @@ class FastPath:
 def fa4_unavailable(device: torch.device | None = None) -> str | None:
     """Why ``--attention_backend flash4`` cannot run here, or None when it can.
 
-    Checks torch's flash-attention registry and the ``flash_attn.cute`` package without importing it;
-    with a CUDA ``device``, also that it is a Hopper or Blackwell GPU (compute capability 9.x / 10.x).
+    Checks torch's flash-attention registry and that ``flash_attn.cute`` can be found (this imports the
+    ``flash_attn`` package itself, not FA4's kernels); with a ``device``, also that it is a CUDA GPU of
+    compute capability 9.x / 10.x (H100/H200 measured; B200 untested).
     """
     import importlib.util
 
@@ -146,11 +166,13 @@ def fa4_unavailable(device: torch.device | None = None) -> str | None:
         return f"torch {torch.__version__} has no torch.nn.attention.activate_flash_attention_impl (needs torch >= 2.10)"
     try:
         found = importlib.util.find_spec("flash_attn.cute") is not None
-    except (ImportError, ValueError):
+    except Exception:  # noqa: BLE001 - a broken flash_attn install counts as not installed
         found = False
     if not found:
         return "FlashAttention-4 (pip install 'flash-attn-4[cu13]', module flash_attn.cute) is not installed"
-    if device is not None and device.type == "cuda":
+    if device is not None and device.type != "cuda":
+        return f"FlashAttention-4 needs a CUDA GPU; this run is on {device.type}"
+    if device is not None:
         if not torch.cuda.is_available():
             return "CUDA is not available"
         major, minor = torch.cuda.get_device_capability(device)
@@ -159,15 +181,20 @@ def fa4_unavailable(device: torch.device | None = None) -> str | None:
     return None
 
 
+_FA4_VIA_ADAPTER = False  # FA4 is active in this process through wan_enhanced.attention_fa4
+
+
 def activate_fa4() -> None:
     """Route torch SDPA's flash backend to FlashAttention-4 for this process (idempotent)."""
     import functools
 
     import torch.nn.attention as attn
 
-    if attn.current_flash_attention_impl() == "FA4":
+    global _FA4_VIA_ADAPTER
+    if _FA4_VIA_ADAPTER and attn.current_flash_attention_impl() == "FA4":
         return
-    # FA4 compiles its kernels at first use; its own on-disk cache (opt-in) spares later runs that time.
+    # FA4 compiles its kernels at first use; we switch on its own on-disk kernel cache (opt-in there),
+    # unless the user set the variable. Child processes inherit it. Its saving was not measured.
     os.environ.setdefault("FLASH_ATTENTION_CUTE_DSL_CACHE_ENABLED", "1")
     from torch.nn.attention import _fa4  # torch's FA4 dispatcher glue
 
@@ -176,7 +203,31 @@ def activate_fa4() -> None:
     attn.register_flash_attention_impl(
         "FA4", register_fn=functools.partial(_fa4.register_flash_attention_fa4,
                                              module_path="wan_enhanced.attention_fa4"))
-    attn.activate_flash_attention_impl("FA4")
+    attn.activate_flash_attention_impl("FA4")  # replaces any earlier activation (e.g. torch's default module)
+    _FA4_VIA_ADAPTER = True
+
+
+def deactivate_fa4() -> None:
+    """Give SDPA's flash backend back to torch's own kernel (no-op where torch cannot)."""
+    import torch.nn.attention as attn
+
+    global _FA4_VIA_ADAPTER
+    _FA4_VIA_ADAPTER = False
+    restore = getattr(attn, "restore_flash_attention_impl", None)
+    if restore is not None:
+        restore()
+
+
+def fa4_smoke_test(device: torch.device) -> None:
+    """One small bf16 attention through SDPA's flash backend on ``device`` (builds FA4's kernel)."""
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    q = torch.randn(1, 2, 128, 128, device=device, dtype=torch.bfloat16)
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        out = F.scaled_dot_product_attention(q, q, q)
+    if not torch.isfinite(out).all():
+        raise RuntimeError("FlashAttention-4 returned non-finite values on a test input")
 
 
 def validate_fastpath(compile_mode: str, attention_backend: str, ulysses_size: int = 1,

@@ -100,7 +100,8 @@ class TI2VPipeline:
                             vae_layout=cfg.vae_layout)
         self.residency = Residency(self.device, "offload" if cfg.offload_model else "resident")
         self.fast = (fast or FastPath(compile=cfg.compile, attention_backend=cfg.attention_backend,
-                                      vae_layout=cfg.vae_layout)).resolve(self.device, self.vae_dtype)
+                                      vae_layout=cfg.vae_layout)).resolve(
+            self.device, self.vae_dtype, context_parallel=self.par.ulysses_size > 1)
         self.fast.apply_global()
         self.loader = ModelLoader(self.preset, cfg.resolved_weights or "random", cfg.ckpt_dir)
         self.progress = progress
@@ -222,7 +223,7 @@ class TI2VPipeline:
             self.dit, info = self.loader.dit(self.device, self.dtype)
             self.residency.park(self.dit)
             apply_ulysses(self.dit, self.par)
-            self.fast.apply_dit(self.dit)
+            self.fast.apply_dit(self.dit, self.device)
         self.result.load_info.append(info)
 
     def initial_noise(self) -> torch.Tensor:
