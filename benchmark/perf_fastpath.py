@@ -5,8 +5,9 @@ Sections (``--sections dit,vae,e2e_diffusers``):
   ``--repeats`` after warm-up, for each lever combination; max-abs and relative error of the noise
   prediction against the plain path and against an fp32 forward of the same weights; latents after
   ``--check_steps`` steps, plain vs fast.
-- ``dit_fast``: the default fast path only: CFG as two batch-1 forwards (what ``generate`` runs) vs one
-  batch-2 forward, and the GPU kernel time of one forward split into attention / GEMM / other.
+- ``dit_fast``: the default fast path only (``--dit_compile_mode`` for other torch.compile modes): CFG as
+  two batch-1 forwards (what ``generate`` runs) vs one batch-2 forward, the GPU kernel time of one
+  forward split into attention / GEMM / other, and (``--dit_ref FILE``) its output against another run's.
 - ``vae``: VAE decode of random latents, ``--vae_variants`` of fp32 (reference), bf16, bf16 with cuDNN
   autotuning, bf16 channels-last (also with compiled residual blocks, or with diffusers' spatial tiling):
   time, memory above the weights, PSNR against fp32; ``--vae_snapshot VARIANT`` lists what is allocated
@@ -172,6 +173,7 @@ def section_dit(args, preset, out: dict) -> None:
     torch.cuda.empty_cache()
 
 
+DIT_COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "max-autotune", "reduce-overhead")
 KERNEL_KINDS = (("attention", ("fmha", "flash", "sdpa", "attention", "attn")),
                 ("gemm", ("gemm", "nvjet", "cutlass", "xmma", "cublas", "tem_fused", "addmm", "_mm_")))
 
@@ -218,7 +220,12 @@ def section_dit_fast(args, preset, out: dict) -> None:
     shape = pipe.latent_shape
     dit = random_dit(preset, dev)
     fast = FastPath(attention_backend=args.fast_backend).resolve(dev)
-    fast.apply_dit(dit)
+    if args.dit_compile_mode != "default" and fast.compile == "blocks":
+        # the same regional compile with another torch.compile mode (autotuned GEMMs, CUDA graphs)
+        FastPath(attention_backend=fast.attention_backend, compile="none").apply_dit(dit, dev)
+        dit.compile_repeated_blocks(fullgraph=True, mode=args.dit_compile_mode)
+    else:
+        fast.apply_dit(dit, dev)
     g = torch.Generator("cpu").manual_seed(0)
     x = torch.randn(shape, generator=g).to(dev, torch.bfloat16)
     ctx = torch.randn(1, preset.text_len, preset.dit["text_dim"], generator=g).to(dev, torch.bfloat16)
@@ -237,8 +244,9 @@ def section_dit_fast(args, preset, out: dict) -> None:
         return dit(hidden_states=x2, timestep=t2, encoder_hidden_states=ctx2, return_dict=False)[0]
 
     with torch.no_grad():
-        for name, fn, note in (("default, CFG as 2 x batch 1", pair, "what generate runs"),
-                               ("default, CFG as 1 x batch 2", batched, "first_call_s includes recompiling for batch 2")):
+        rows_to_run = [("default, CFG as 2 x batch 1", pair, "what generate runs"),
+                       ("default, CFG as 1 x batch 2", batched, "first_call_s includes recompiling for batch 2")]
+        for name, fn, note in rows_to_run[:2 if args.cfg_batch2 == "on" else 1]:
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
             med, times, first = cuda_time(fn, args.repeats, warmup=2)
@@ -246,10 +254,20 @@ def section_dit_fast(args, preset, out: dict) -> None:
             rows.append({"variant": name, "median_s_per_cfg_pair": med, "times_s": times, "first_call_s": first,
                          "activation_peak_gb": peak, "note": note})
             print(f"[dit_fast] {name:32s} {med:.4f} s per CFG pair (first {first:.1f} s) +{peak:.2f} GiB", flush=True)
-        a, b = pair()
-        both = batched()
-        err = {"cond": errors(both[:1], a), "uncond": errors(both[1:], b)}
-        print(f"[dit_fast] batch 2 vs 2 x batch 1: {err}", flush=True)
+        err = None
+        if args.cfg_batch2 == "on":
+            a, b = pair()
+            both = batched()
+            err = {"cond": errors(both[:1], a), "uncond": errors(both[1:], b)}
+            print(f"[dit_fast] batch 2 vs 2 x batch 1: {err}", flush=True)
+        if args.dit_ref:  # the same seeded weights and inputs in every process: compare outputs across runs
+            res = one(ctx).float()
+            ref_path = Path(args.dit_ref)
+            if ref_path.is_file():
+                err = {**(err or {}), "vs_dit_ref": errors(res, torch.load(ref_path, map_location=dev))}
+                print(f"[dit_fast] vs {ref_path}: {err['vs_dit_ref']}", flush=True)
+            else:
+                torch.save(res, ref_path)
         breakdown = kernel_breakdown(lambda: one(ctx))
         wall, _, _ = cuda_time(lambda: one(ctx), args.repeats, warmup=1)
         breakdown["forward_median_s"] = wall
@@ -258,7 +276,8 @@ def section_dit_fast(args, preset, out: dict) -> None:
               f"{ks['attention']:.4f} + gemm {ks['gemm']:.4f} + other {ks['other']:.4f}", flush=True)
         for k in breakdown["top_kernels"]:
             print(f"    {k['s']:.4f} s {k['kind']:9s} {k['name'][:110]}")
-    out["dit_fast"] = {"tokens": pipe.num_tokens, "fast_path": fast.to_dict(), "rows": rows,
+    out["dit_fast"] = {"tokens": pipe.num_tokens, "fast_path": fast.to_dict(),
+                       "compile_mode": args.dit_compile_mode, "rows": rows,
                        "batch2_vs_batch1": err, "profile_batch1": breakdown}
     dit.to("cpu")
     torch.cuda.empty_cache()
@@ -487,6 +506,12 @@ def main() -> int:
                          "re-routes SDPA's flash backend for the rest of the process, so it is measured last")
     ap.add_argument("--fast_backend", default="auto",
                     help="attention backend of the fast path in section dit_fast and dit's latent check")
+    ap.add_argument("--dit_compile_mode", default="default", choices=DIT_COMPILE_MODES,
+                    help="torch.compile mode of the regional compile in section dit_fast")
+    ap.add_argument("--dit_ref", default="", help="section dit_fast: file of a reference forward output: "
+                    "compared with if present, else written")
+    ap.add_argument("--cfg_batch2", default="on", choices=("on", "off"),
+                    help="section dit_fast: also time CFG as one batch-2 forward")
     ap.add_argument("--vae_profile", default="", help="comma list of VAE variants whose decode kernels are profiled")
     args = ap.parse_args()
     sections = {"dit": section_dit, "dit_fast": section_dit_fast, "vae": section_vae,
