@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -27,6 +26,8 @@ try:
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from perf_fastpath import cuda_time, errors  # noqa: E402  (this folder is on sys.path when run as a script)
+
 from wan_enhanced.fastpath import activate_fa4, fa4_unavailable  # noqa: E402
 
 KERNELS = ("cudnn", "flash", "efficient", "flash4", "flash4_direct")  # plus flash4_tile_MxN from --fa4_tiles
@@ -34,30 +35,12 @@ SDPA = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION
         "efficient": SDPBackend.EFFICIENT_ATTENTION, "flash4": SDPBackend.FLASH_ATTENTION}
 
 
-def timed(fn, repeats: int, warmup: int) -> tuple[float, list[float]]:
-    """Median and all times (s) of ``fn`` by CUDA events, after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b) / 1e3)
-    return sorted(times)[len(times) // 2], times
-
-
 def reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, chunk: int = 4096) -> torch.Tensor:
-    """fp32 softmax(q k^T / sqrt(d)) v for the first ``heads`` heads, queries in chunks ([B, heads, S, D])."""
-    scale = 1 / math.sqrt(q.shape[-1])
+    """fp32 math-backend SDPA for the first ``heads`` heads, queries in chunks ([B, heads, S, D])."""
     qs, ks, vs = (t[:, :heads].float() for t in (q, k, v))
-    out = torch.empty_like(qs)
-    for i in range(0, qs.shape[2], chunk):
-        w = torch.softmax(qs[:, :, i:i + chunk] @ ks.transpose(-1, -2) * scale, dim=-1)
-        out[:, :, i:i + chunk] = w @ vs
-    return out
+    with sdpa_kernel(SDPBackend.MATH):
+        return torch.cat([F.scaled_dot_product_attention(qs[:, :, i:i + chunk], ks, vs)
+                          for i in range(0, qs.shape[2], chunk)], dim=2)
 
 
 def main() -> int:
@@ -128,16 +111,15 @@ def main() -> int:
         try:
             with torch.no_grad():
                 res = fn()
-                med, times = timed(fn, args.repeats, warmup=2)
+                med, times, _ = cuda_time(fn, args.repeats, warmup=2)
         except Exception as e:  # noqa: BLE001 - a backend or tile that refuses this shape/device
             row["error"] = str(e).splitlines()[0][:300]
             out["rows"].append(row)
             print(f"{name:14s} failed: {row['error']}", flush=True)
             continue
-        diff = res[:, :args.ref_heads].float() - ref
+        err = errors(res[:, :args.ref_heads], ref)
         row.update(median_s=med, times_s=times, tflops_per_s=flops / med / 1e12,
-                   max_abs_vs_fp32=float(diff.abs().max()),
-                   rel_l2_vs_fp32=float(diff.norm() / ref.norm()))
+                   max_abs_vs_fp32=err["max_abs"], rel_l2_vs_fp32=err["rel_l2"])
         out["rows"].append(row)
         print(f"{name:14s} {med * 1e3:8.2f} ms  {row['tflops_per_s']:6.1f} TFLOP/s  max_abs {row['max_abs_vs_fp32']:.3g} "
               f"rel {row['rel_l2_vs_fp32']:.3g}", flush=True)

@@ -11,7 +11,7 @@ import torch
 
 from wan_enhanced import fastpath
 from wan_enhanced.errors import ConfigError
-from wan_enhanced.fastpath import FastPath, validate_fastpath
+from wan_enhanced.fastpath import FastPath
 from wan_enhanced.models.presets import get_preset
 from wan_enhanced.models.random_init import random_dit
 
@@ -101,10 +101,12 @@ def test_fa4_unavailable_names_the_missing_package(monkeypatch):
                         lambda name, *a: None if name.startswith("flash_attn") else real(name, *a))
     why = fastpath.fa4_unavailable()
     assert why == "FlashAttention-4 (pip install 'flash-attn-4[cu13]', module flash_attn.cute) is not installed"
+    from wan_enhanced.config import RunConfig, validate
+
     with pytest.raises(ConfigError) as e:
-        validate_fastpath("auto", "flash4")
-    assert str(e.value).startswith("--attention_backend flash4: ")
-    assert str(e.value).endswith("allowed without it: auto, native, cudnn, flash, efficient")
+        validate(RunConfig(task="tiny", device="cpu", attention_backend="flash4"), world_size=1, cuda_available=False)
+    assert str(e.value) == ("--attention_backend flash4: FlashAttention-4 (pip install 'flash-attn-4[cu13]', module "
+                            "flash_attn.cute) is not installed; allowed here: auto, native, cudnn, flash, efficient")
 
 
 def test_adapter_returns_out_and_lse_from_either_fa4_convention(monkeypatch):

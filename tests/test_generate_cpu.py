@@ -93,7 +93,7 @@ def test_flash4_without_fa4_is_one_line_exit_2():
     assert proc.returncode == 2, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: --attention_backend flash4: "), proc.stderr
-    assert lines[0].endswith("allowed without it: auto, native, cudnn, flash, efficient"), lines[0]
+    assert lines[0].endswith("allowed here: auto, native, cudnn, flash, efficient"), lines[0]
 
 
 def test_unreadable_image_and_incomplete_ckpt_dir(tmp_path):

@@ -103,10 +103,9 @@ class FastPath:
 
         ``flash4`` activates FlashAttention-4 for the whole process (SDPA's flash backend becomes FA4) and
         runs one small attention call on ``device`` (the run's GPU) to catch a kernel that cannot build
-        or run here. When ``auto`` chose
-        FA4 and that fails, FA4 is deactivated and this object is updated in place to the backend actually
-        used (cuDNN when compiled, SDPA's choice otherwise), with the reason in ``attention_note``, so the
-        report shows what ran. An explicit ``flash4`` raises instead.
+        or run here. When ``auto`` chose FA4 and that fails, FA4 is deactivated and this object is updated
+        in place to the backend actually used (cuDNN when compiled, SDPA's choice otherwise), with the
+        reason in ``attention_note``, so the report shows what ran. An explicit ``flash4`` raises instead.
         """
         if self.attention_backend == "flash4":
             try:
@@ -232,7 +231,10 @@ def fa4_smoke_test(device: torch.device) -> None:
 
 def validate_fastpath(compile_mode: str, attention_backend: str, ulysses_size: int = 1,
                       vae_layout: str = "auto") -> None:
-    """One-line errors for bad --compile / --attention_backend / --vae_layout values (before any weights load)."""
+    """One-line errors for bad --compile / --attention_backend / --vae_layout values (before any weights load).
+
+    Whether ``flash4`` can run depends on the device too; ``config.validate`` checks it once the device is known.
+    """
     if vae_layout not in VAE_LAYOUTS:
         raise ConfigError(f"--vae_layout: {vae_layout!r} is not allowed; allowed: {', '.join(VAE_LAYOUTS)}")
     if compile_mode == "blocks" and ulysses_size > 1:
@@ -249,6 +251,3 @@ def validate_fastpath(compile_mode: str, attention_backend: str, ulysses_size: i
         except ImportError:
             raise ConfigError("--attention_backend flash3 needs FlashAttention-3 (flash_attn_interface), "
                               "which is not installed; allowed here: auto, native, cudnn, flash, efficient") from None
-    if attention_backend == "flash4" and (why := fa4_unavailable()):
-        raise ConfigError(f"--attention_backend flash4: {why}; allowed without it: auto, native, cudnn, flash, "
-                          "efficient")
