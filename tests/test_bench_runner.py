@@ -230,16 +230,16 @@ def test_markdown_peaks_gpus_used_and_error_once(tmp_path):
 def test_manifest_is_written_atomically_with_the_umask_mode(tmp_path):
     import os
 
-    from wan_enhanced.bench import runner
+    from wan_enhanced.bench import manifest
     from wan_enhanced.report import schema
 
-    assert runner.write_json_atomic is schema.write_json_atomic  # one atomic JSON writer for reports and manifests
+    assert manifest.write_json_atomic is schema.write_json_atomic  # one atomic JSON writer for reports and manifests
     old = os.umask(0o022)
     try:
-        runner._write_json(tmp_path / "suite.json", {"schema": runner.SUITE_SCHEMA, "cases": []})
+        manifest.write_manifest(tmp_path, {"schema": manifest.SUITE_SCHEMA, "cases": []})
     finally:
         os.umask(old)
     p = tmp_path / "suite.json"
     assert (p.stat().st_mode & 0o777) == 0o644
     assert [x.name for x in tmp_path.iterdir()] == ["suite.json"]
-    assert load_manifest(tmp_path) == {"schema": runner.SUITE_SCHEMA, "cases": []}
+    assert load_manifest(tmp_path) == {"schema": manifest.SUITE_SCHEMA, "cases": []}

@@ -6,8 +6,9 @@ diffusers' ``WanPipeline(expand_timesteps=True)`` (text→video) and
 ``WanImageToVideoPipeline(expand_timesteps=True)`` (image→video): a per-token timestep where the
 first latent frame (the VAE-encoded image in i2v) gets timestep 0 and is re-blended every step.
 
-Stages, in order: ``Load_Text_Encoder``, ``Text_Encoding``, ``Load_VAE``, [``Image_Encoding``],
-``Load_DiT``, ``Denoising`` (with ``Step_0`` … ``Step_{n-1}``), ``VAE_Decoding``, ``Save_Video``. The pipeline never formats or measures; it only names its stages.
+Stages, in order (``stages.PIPELINE_ORDER``): ``Load_Text_Encoder``, ``Text_Encoding``, ``Load_VAE``,
+[``Image_Encoding``], ``Load_DiT``, ``Denoising`` (with ``Step_0`` … ``Step_{n-1}``), ``VAE_Decoding``,
+``Save_Video``. The pipeline never formats or measures; it only names its stages, from the registry.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
 from diffusers.video_processor import VideoProcessor
 from tqdm.auto import tqdm
 
+from . import stages
 from .config import RunConfig
 from .fastpath import FastPath
 from .models.loading import LoadInfo, ModelLoader
@@ -112,8 +114,15 @@ class TI2VPipeline:
 
     # ---- helpers -------------------------------------------------------------------------
     @contextlib.contextmanager
-    def stage(self, name: str, comment: str = "") -> Iterator[None]:
-        """Run a block as a named stage of the monitor (and remember it for error reports)."""
+    def stage(self, kind: stages.StageKind | str, comment: str | None = None) -> Iterator[None]:
+        """Run a block as a stage of the monitor (and remember it for error reports).
+
+        ``kind`` is a registry entry (recorded under its name, with its comment unless ``comment``
+        is given) or a recorded name such as ``stages.step_name(i)``.
+        """
+        name = kind if isinstance(kind, str) else kind.name
+        if comment is None:
+            comment = "" if isinstance(kind, str) else kind.comment
         self.current_stage = name
         with self.monitor.stage(name, comment=comment):
             yield
@@ -143,7 +152,7 @@ class TI2VPipeline:
     def load_text_encoder(self) -> None:
         """Build/load the UMT5 encoder and tokenizer (on the CPU with --t5_cpu)."""
         device = torch.device("cpu") if self.cfg.t5_cpu else self.device
-        with self.stage("Load_Text_Encoder", "Model Load (T5)"):
+        with self.stage(stages.LOAD_TEXT_ENCODER):
             self.text_encoder, self.tokenizer, info = self.loader.text_encoder(device, self.dtype)
             if not self.cfg.t5_cpu:
                 self.residency.park(self.text_encoder)
@@ -154,7 +163,7 @@ class TI2VPipeline:
     def encode_text(self, prompt: str, negative_prompt: str | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Prompt (and negative prompt when CFG is on) → padded embeddings on the compute device."""
         t5 = self.text_encoder
-        with self.stage("Text_Encoding", "T5 on CPU" if self.cfg.t5_cpu else "T5 encode"):
+        with self.stage(stages.text_encoding(self.cfg.t5_cpu)):
             if not self.cfg.t5_cpu:
                 t5 = self.residency.acquire(t5)
             ctx = self._t5(t5, prompt)
@@ -192,7 +201,7 @@ class TI2VPipeline:
 
     def load_vae(self) -> None:
         """Build/load the Wan2.2 VAE."""
-        with self.stage("Load_VAE", "Model Load (VAE)"):
+        with self.stage(stages.LOAD_VAE):
             self.vae, info = self.loader.vae(self.device, self.vae_dtype)
             self.fast.apply_vae(self.vae)
             self.residency.park(self.vae)
@@ -204,7 +213,7 @@ class TI2VPipeline:
         from PIL import Image
 
         w, h = self.cfg.width_height
-        with self.stage("Image_Encoding", "VAE encode (i2v)"):
+        with self.stage(stages.IMAGE_ENCODING):
             vae = self.residency.acquire(self.vae)
             image = Image.open(image_path).convert("RGB")
             pixels = VideoProcessor(vae_scale_factor=self.preset.vae_stride[1]).preprocess(
@@ -219,7 +228,7 @@ class TI2VPipeline:
 
     def load_dit(self) -> None:
         """Build/load the diffusion transformer."""
-        with self.stage("Load_DiT", "Model Load (DiT)"):
+        with self.stage(stages.LOAD_DIT):
             self.dit, info = self.loader.dit(self.device, self.dtype)
             self.residency.park(self.dit)
             apply_ulysses(self.dit, self.par)
@@ -240,7 +249,7 @@ class TI2VPipeline:
         comment = f"{cfg.sample_steps} steps, {'CFG' if ctx_null is not None else 'no CFG'}"
         if self.residency.offload:
             comment += "; offload: the DiT weights loaded for this stage count as dynamic memory"
-        with self.stage("Denoising", comment):
+        with self.stage(stages.DENOISING, comment):
             scheduler = make_scheduler(cfg.sample_solver, cfg.sample_shift)
             latents = self.initial_noise() if latents is None else latents.to(self.device, torch.float32)
             mask = torch.ones(latents.shape, dtype=torch.float32, device=self.device)
@@ -254,7 +263,7 @@ class TI2VPipeline:
             flops_key = "dit_scalar" if scalar else "dit_per_token"
             steps = tqdm(scheduler.timesteps, desc="denoise", disable=not self.progress, leave=False)
             for i, t in enumerate(steps):
-                with self.stage(f"Step_{i}", "Compute Heavy"):
+                with self.stage(stages.step_name(i), stages.STEP.comment):
                     model_in = latents if cond is None else (1 - mask) * cond + mask * latents
                     model_in = model_in.to(self.dtype)
                     if scalar:
@@ -267,7 +276,7 @@ class TI2VPipeline:
                         mine = ctx if self.par.cfg_rank == 0 else ctx_null
                         pred = dit(hidden_states=model_in, timestep=timestep, encoder_hidden_states=mine,
                                    return_dict=False)[0]
-                        with self.stage("CFG_Exchange", "Communication (all-gather + wait for partner)"):
+                        with self.stage(stages.CFG_EXCHANGE):
                             noise, uncond = self.par.gather_cfg(pred)
                         noise = uncond + cfg.sample_guide_scale * (noise - uncond)
                     else:
@@ -319,10 +328,10 @@ class TI2VPipeline:
         The [-1, 1] → uint8 conversion (diffusers' denormalisation, then ×255 and rounding, as the mp4
         writer would do) runs on the compute device, so a quarter of the bytes cross to the host.
         """
-        comment = f"VAE decode ({self.cfg.vae_dtype})"
+        comment = f"{stages.VAE_DECODING.comment} ({self.cfg.vae_dtype})"
         if self.residency.offload:
             comment += "; offload: the VAE weights loaded for this stage count as dynamic memory"
-        with self.stage("VAE_Decoding", comment):
+        with self.stage(stages.VAE_DECODING, comment):
             vae = self.residency.acquire(self.vae)
             mean, inv_std = self._latent_stats(vae, self.device, self.vae_dtype)
             z = latents.to(self.device, self.vae_dtype) / inv_std + mean
@@ -335,7 +344,7 @@ class TI2VPipeline:
 
     def save(self, frames: np.ndarray, path: str) -> str:
         """Write the mp4 at the preset's fps."""
-        with self.stage("Save_Video", "I/O"):
+        with self.stage(stages.SAVE_VIDEO):
             out = str(save_mp4(frames, path, fps=self.preset.fps))
         self.result.video_path = out
         return out

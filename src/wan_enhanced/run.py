@@ -21,6 +21,7 @@ from .errors import UserError
 from .parallel import ParallelContext, init_parallel, shutdown
 from .pipeline import GenerationResult, TI2VPipeline
 from .residency import apply_memory_budget
+from .stages import CFG_EXCHANGE, TOTAL, is_step
 
 log = logging.getLogger("wan_enhanced")
 
@@ -92,7 +93,7 @@ def run_generation(cfg: RunConfig, *, progress: bool = True, sample_interval_s: 
     failure: BaseException | None = None
     monitor.start()
     try:
-        with monitor.stage("Total", "End to end"):
+        with monitor.stage(TOTAL.name, TOTAL.comment):
             pipe.generate()
         if cfg.save_latents and par.is_main and pipe.result.latents is not None:
             Path(cfg.save_latents).parent.mkdir(parents=True, exist_ok=True)
@@ -159,19 +160,19 @@ def merge_ranks(main: dict[str, Any], reports: list[dict[str, Any]] | None, par:
     ranks = []
     for r, rep in enumerate(reports):
         stages = rep.get("stages", [])
-        comm = [s["duration_s"] for s in stages if s["name"] == "CFG_Exchange"]
+        comm = [s["duration_s"] for s in stages if s["name"] == CFG_EXCHANGE.name]
         ranks.append({
             "rank": r,
             "status": rep.get("status"),
             "gpu": (rep.get("system", {}).get("gpu") or {}).get("name"),
             "stages": [{"name": s["name"], "parent": s.get("parent"), "duration_s": s["duration_s"],
                         "peak_gb": s.get("memory", {}).get("peak_gb"), "sm": s.get("sm")} for s in stages
-                       if not s["name"].startswith("Step_") and s["name"] != "CFG_Exchange"],
+                       if not is_step(s["name"]) and s["name"] != CFG_EXCHANGE.name],
             "totals": rep.get("totals", {}),
             "communication_s": sum(comm) if comm else None,
         })
-    comm_note = ("CFG_Exchange stages: all-gather of the two noise predictions, including waiting for the partner"
-                 if par.cfg_parallel else None)
+    comm_note = (f"{CFG_EXCHANGE.name} stages: all-gather of the two noise predictions, "
+                 "including waiting for the partner" if par.cfg_parallel else None)
     main["parallel"] = {
         "world_size": par.world_size, "ulysses_size": par.ulysses_size, "cfg_parallel": par.cfg_parallel,
         "communication": {

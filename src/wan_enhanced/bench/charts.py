@@ -169,3 +169,31 @@ def prepare_output(output: Path) -> tuple[Path, Path]:
     for old in charts_dir.glob("*.png"):
         old.unlink()
     return output, charts_dir
+
+
+def answer_chart(title: str, labels: Sequence[str], seconds: Sequence[float], usd: Sequence[float | None],
+                 projected: Sequence[bool], path: Path) -> bool:
+    """Two panels per GPU: seconds per video and $ per video (projected bars hatched). False if no rows."""
+    if not labels:
+        return False
+    plt = _plt()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 0.9 + 0.5 * len(labels)), sharey=True)
+    y = list(range(len(labels)))
+    for ax, vals, unit in ((a1, seconds, "s / video"), (a2, usd, "$ / video (cloud, low)")):
+        for i, v in enumerate(vals):
+            if v is None:
+                ax.text(0, i, " unavailable", va="center", fontsize=8)
+                continue
+            ax.barh(i, v, color="#4c72b0" if not projected[i] else "#dd8452", hatch="//" if projected[i] else None,
+                    edgecolor="white")
+            ax.text(v, i, f" {v:.0f}" if unit.startswith("s") else f" ${v:.3f}", va="center", fontsize=8)
+        ax.set_xlabel(unit)
+        ax.margins(x=0.2)
+    a1.set_yticks(y, labels)
+    a1.invert_yaxis()
+    fig.suptitle(title + "  (hatched = projected)", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return True

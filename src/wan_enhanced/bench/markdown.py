@@ -10,10 +10,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .. import stages as sk
+from ..errors import ReportError
 from ..monitor.metrics import fmt_num, value_of
 from ..report.text import error_text
 from . import reportdata as rd
 from .charts import prepare_output, stage_time_chart, timeline_chart
+from .manifest import MANIFEST, load_manifest
 
 MAX_STEP_ROWS = 6
 
@@ -159,7 +162,7 @@ def stage_table(report: dict[str, Any], notes: Notes) -> list[str]:
     lines = ["| Stage | Time s | SM % | Load | Mem start GB | Mem end GB | Peak GB | Mem Δ GB | TFLOP/s | Comment |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     all_stages = rd.stages(report)
-    step_names = {s["name"] for s in all_stages if str(s["name"]).startswith("Step_")}
+    step_names = {s["name"] for s in all_stages if sk.is_step(str(s["name"]))}
     steps = [s for s in all_stages if s["name"] in step_names]
     shown_steps = _step_rows(steps)
     emitted_steps = False
@@ -309,12 +312,9 @@ def _counts(cases: list[dict[str, Any]]) -> dict[str, int]:
 
 def write_suite_report(run_dir: Path, output: Path) -> Path:
     """Write ``output`` (Markdown) and its charts (``<stem>_files/``) for the run in ``run_dir``."""
-    from ..errors import ReportError
-    from .runner import load_manifest
-
     manifest = load_manifest(run_dir)
     if manifest is None:
-        raise ReportError(f"{run_dir}: no readable suite.json")
+        raise ReportError(f"{run_dir}: no readable {MANIFEST}")
     output, charts_dir = prepare_output(output)
     reports: dict[str, dict[str, Any] | None] = {}
     for c in manifest.get("cases") or []:

@@ -1,20 +1,24 @@
-"""Project a measured run onto a catalog GPU that was not measured (a roofline-style estimate).
+"""Project a measured run of the standard job onto a GPU nobody measured, architecture by architecture.
 
-The measured stage tree is cut into non-overlapping parts (leaf stages, plus each parent's time
-outside its children). Each part is classified and scaled by a ratio of catalog rates
-(source GPU ÷ target GPU):
+A measured run (our report, or a peer's record from ``benchmark/peers.py``) becomes a
+:class:`RunProfile`: top-level stage seconds with their bound (from the stage registry), the first and
+the steady denoising step, the DiT's FLOP plan and attention kernel, the VAE dtype, whether weights
+were offloaded and the peak memory. :func:`project` moves each part to the target by what bounds it:
 
-- **compute-bound** (GPM tensor util ≥ 30 % or SM ≥ 50 %, or by kind: ``Step_i``, ``Denoising``,
-  ``Text_Encoding``, ``Image_Encoding``, ``VAE_*``): × dense bf16 TFLOPS ratio;
-- **memory-bound** (GPM DRAM util ≥ 50 % and above tensor util): × memory bandwidth ratio;
-- **transfer** (stages named for host↔device copies: offload/onload/H2D/D2H/transfer): × PCIe ratio;
-- **host-bound** (``Load_*``, ``Save_Video``, time outside stages, stages where the GPU sat below
-  20 % SM, e.g. T5 on the CPU, and the first step's excess over the median step — compile,
-  autotune, lazy init): unchanged — they depend on the host, disk and CPU, not the GPU.
+- DiT steps: job steps × (GEMM FLOPs ÷ target GEMM rate + attention FLOPs ÷ target rate of the kernel
+  our ``auto`` picks there — or the peer's own kernel — + the rest × bandwidth ratio), see
+  :mod:`.perf_model`;
+- the first step's excess over a steady step (compile, kernel build: host work) kept as measured;
+- VAE decode / encode by their measured convolution / memory split;
+- offload transfers (the denoising loop's time outside its steps when weights were offloaded) over the
+  target's host link;
+- host stages (loading, T5 on the CPU, mp4, time outside the stages) kept as measured, times
+  ``host_scale`` (``compare --host``).
 
-The peak reserved memory is taken as measured (the same program allocates the same tensors), so the
-fit on the target is ``peak reserved + CUDA-context allowance ≤ target memory``. Everything returned is
-labelled ``projected``; nothing here is a measurement.
+Peak reserved memory is taken as measured (the same program allocates the same tensors); the fit is
+``peak reserved + CUDA context ≤ card memory``, "marginal" under 1 GiB of margin. Every result is
+labelled projected, names its source run and carries the error band of the validation
+(``data/workload.json`` → ``projection_band``).
 """
 
 from __future__ import annotations
@@ -23,232 +27,293 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import stages as st
 from ..errors import UserError
-from ..monitor.metrics import value_of
+from ..models.presets import get_preset
+from . import perf_model as pm
 from . import reportdata as rd
-from .gpus import num
 
-SM_COMPUTE = 50.0
-TENSOR_COMPUTE = 30.0
-DRAM_MEMORY = 50.0
-SM_IDLE = 20.0
 DEFAULT_CONTEXT_GB = 1.0
-WARMUP_RATIO = 1.2  # a first step this much slower than the median step has a warm-up part
-COMPUTE_PREFIXES = ("Step_", "Denoising", "Text_Encoding", "Image_Encoding", "VAE_")
-HOST_PREFIXES = ("Load_", "Save_", "Model_Initialization", "Init")
-TRANSFER_WORDS = ("offload", "onload", "h2d", "d2h", "transfer", "to_cpu", "to_gpu", "to_device")
-KINDS = ("compute", "memory", "transfer", "host")
+MARGINAL_GB = 1.0
+JOB_STEPS = 50
 
 
 class ProjectionError(UserError):
-    """A report cannot be projected (no GPU, GPU or rate not in the catalog)."""
+    """A run cannot be projected (incomplete, not a GPU run, GPU or rate not in the catalog)."""
 
 
 @dataclass
-class StageClass:
-    """How one stage's time scales to another GPU."""
+class RunProfile:
+    """What the projection needs of one measured run."""
 
-    kind: str  # compute | memory | transfer | host
-    why: str
+    label: str
+    source: str  # file the run came from
+    gpu_key: str
+    count: int
+    stages: dict[str, float]  # top-level stages except Denoising, seconds as measured
+    bounds: dict[str, str]  # stage → registry bound
+    first_step_s: float
+    steady_step_s: float
+    timed_steps: int
+    job_steps: int
+    denoise_rest_s: float  # Denoising outside its steps (scheduler set-up, offload onload)
+    outside_s: float  # run time outside the top-level stages
+    forwards: int  # DiT forwards per step (2 with CFG)
+    work: pm.DitWork
+    kernel: str  # attention kernel of the source run
+    vae_dtype: str
+    offload: bool
+    pinned: bool
+    peak_reserved_gb: float | None
+    peak_allocated_gb: float | None
+    flags: str
+    energy_j: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def job_kind(self) -> str:
+        """``measured`` or ``extrapolated from N steps``."""
+        return "measured" if self.timed_steps >= self.job_steps else f"extrapolated from {self.timed_steps} steps"
+
+    def job_seconds(self) -> float:
+        """The source's own time for the whole job (measured, or its steps extrapolated)."""
+        denoise = self.first_step_s + (self.job_steps - 1) * self.steady_step_s + self.denoise_rest_s
+        return sum(self.stages.values()) + denoise + self.outside_s
 
 
 @dataclass
-class StagePart:
-    """One non-overlapping piece of measured time and its projection."""
+class Part:
+    """One piece of the job and its projection."""
 
     name: str
-    top: str  # the main stage it belongs to (a child of Total), or "other"
-    kind: str
-    why: str
+    bound: str
     measured_s: float
-    factor: float
     projected_s: float
+    basis: str
 
 
 @dataclass
 class Projection:
-    """A measured run projected onto a target GPU (every number here is projected)."""
+    """A run profile projected onto a target GPU (every number here is projected)."""
 
-    case: str
-    source_key: str
-    source_name: str
+    profile: RunProfile
     target_key: str
     target_name: str
-    count: int
-    parts: list[StagePart]
-    measured_total_s: float
-    projected_total_s: float
-    factors: dict[str, tuple[float, str]]
-    peak_memory_gb: float | None  # peak reserved (``peak_memory(report, "reserved")``), as measured
+    parts: list[Part]
+    kernel: str
+    kernel_why: str
+    step_parts: dict[str, float]
+    peak_reserved_gb: float | None
     need_gb: float | None
     target_memory_gb: float | None
-    fits: bool | None
-    method: str
+    fit: str
+    band_pct: float | None
+    band_source: str
     caveats: list[str] = field(default_factory=list)
     label: str = "projected"
 
+    @property
+    def total_s(self) -> float:
+        """Projected seconds of the whole job."""
+        return sum(p.projected_s for p in self.parts)
+
+    @property
+    def steady_step_s(self) -> float:
+        """Projected steady denoising step."""
+        return sum(v for k, v in self.step_parts.items() if k != "source_rest_s")
+
     def stage_totals(self) -> dict[str, float]:
-        """Projected seconds per main stage (plus ``other`` for time outside them)."""
+        """Projected seconds per top-level stage."""
         out: dict[str, float] = {}
         for p in self.parts:
-            out[p.top] = out.get(p.top, 0.0) + p.projected_s
-        return out
-
-    def kind_totals(self) -> dict[str, tuple[float, float]]:
-        """(measured s, projected s) per kind."""
-        out: dict[str, tuple[float, float]] = {}
-        for p in self.parts:
-            m, q = out.get(p.kind, (0.0, 0.0))
-            out[p.kind] = (m + p.measured_s, q + p.projected_s)
+            top = p.name.split(" ·")[0]
+            out[top] = out.get(top, 0.0) + p.projected_s
         return out
 
 
-def _pct(stage: dict[str, Any], key: str) -> tuple[float | None, str | None]:
-    m = stage.get(key)
-    return value_of(m), rd.msource(m)
+# ------------------------------------------------------------------------------------- profiles
+def _steps(stage_dicts: list[dict[str, Any]]) -> list[float]:
+    steps = [s for s in stage_dicts if st.is_step(str(s.get("name")))]
+    steps.sort(key=lambda s: st.step_index(str(s["name"])) or 0)
+    return [rd.duration(s) for s in steps]
 
 
-def classify_stage(stage: dict[str, Any]) -> StageClass:
-    """Classify a stage as compute / memory / transfer / host from its name and telemetry."""
-    name = str(stage.get("name", ""))
-    low = name.lower()
-    if any(w in low for w in TRANSFER_WORDS):
-        return StageClass("transfer", "host↔device copy (by name)")
-    if name.startswith(HOST_PREFIXES):
-        return StageClass("host", "loading / saving: disk, CPU and host-side work (by name)")
-    sm, sm_src = _pct(stage, "sm")
-    tensor, _ = _pct(stage, "tensor_util")
-    dram, _ = _pct(stage, "dram_util")
-    short = bool(stage.get("short_window"))
-    if dram is not None and dram >= DRAM_MEMORY and (tensor is None or dram > tensor):
-        return StageClass("memory", f"DRAM util {dram:.0f} % ≥ {DRAM_MEMORY:.0f} % and above tensor util "
-                                    f"{'n/a' if tensor is None else f'{tensor:.0f} %'} (gpm)")
-    if tensor is not None and tensor >= TENSOR_COMPUTE:
-        return StageClass("compute", f"tensor util {tensor:.0f} % ≥ {TENSOR_COMPUTE:.0f} % (gpm)")
-    if sm is not None and sm >= SM_COMPUTE:
-        return StageClass("compute", f"SM {sm:.0f} % ≥ {SM_COMPUTE:.0f} % ({sm_src})")
-    if sm is not None and sm < SM_IDLE and not short:
-        return StageClass("host", f"GPU mostly idle: SM {sm:.0f} % < {SM_IDLE:.0f} % ({sm_src}) — CPU/IO-bound")
-    if name.startswith(COMPUTE_PREFIXES):
-        return StageClass("compute", "GPU compute stage (by kind: " + name.split("_")[0] + ")"
-                          + ("" if sm is None else f"; SM {sm:.0f} % ({sm_src})"))
-    return StageClass("host", "unclassified stage: kept as measured")
+def _forwards(guide: Any) -> int:
+    return 2 if guide is None or float(guide) > 1.0 else 1
 
 
-def _parts(report: dict[str, Any]) -> list[tuple[str, str, dict[str, Any] | None, float, StageClass]]:
-    """(name, top stage, stage, seconds, class) of every non-overlapping piece of the run."""
-    all_stages = rd.stages(report)
-    kids: dict[str, list[dict[str, Any]]] = {}
-    for s in all_stages:
-        if s.get("parent"):
-            kids.setdefault(str(s["parent"]), []).append(s)
-    out: list[tuple[str, str, dict[str, Any] | None, float, StageClass]] = []
-
-    steps = [s for s in all_stages if str(s.get("name", "")).startswith("Step_")]
-    first = min(steps, key=lambda s: float(s.get("start_s") or 0.0)) if len(steps) >= 2 else None
-    rest = [rd.duration(s) for s in steps if s is not first]
-    median = statistics.median(rest) if rest else 0.0
-
-    def walk(stage: dict[str, Any], top: str, is_root: bool) -> None:
-        ch = kids.get(str(stage["name"]), [])
-        dur = rd.duration(stage)
-        if not ch and stage is first and median > 0 and dur > WARMUP_RATIO * median:
-            # The first step also pays one-off costs (torch.compile, cuDNN autotune, lazy init):
-            # the part above the median step is kept as measured.
-            out.append((str(stage["name"]), top, stage, median, classify_stage(stage)))
-            out.append((f"{stage['name']} warm-up (above the median step)", top, stage, dur - median,
-                        StageClass("host", "first-step warm-up (compile, autotune, lazy init) beyond the median "
-                                           "step: kept as measured")))
-            return
-        if not ch:
-            out.append((str(stage["name"]), top, stage, dur, classify_stage(stage)))
-            return
-        for c in ch:
-            walk(c, str(c["name"]) if is_root else top, False)
-        rest = dur - sum(rd.duration(c) for c in ch)
-        if rest > 1e-6:
-            cls = (StageClass("host", "time between the pipeline's stages (Python, synchronisation): kept as "
-                                      "measured") if is_root else classify_stage(stage))
-            out.append((f"{stage['name']} (outside sub-stages)", "other" if is_root else top, stage, rest, cls))
-
-    roots = rd.roots(report)
-    for r in roots:
-        walk(r, "other" if kids.get(str(r["name"])) else str(r["name"]), True)
-    wall = rd.wall_s(report)
-    covered = sum(rd.duration(r) for r in roots)
-    if wall is not None and wall - covered > 1e-6:
-        out.append(("outside the monitored stages", "other", None, wall - covered,
-                    StageClass("host", "not inside any stage: kept as measured")))
-    return out
-
-
-def scale_factors(source: dict[str, Any], target: dict[str, Any]) -> dict[str, tuple[float, str]]:
-    """(factor, basis) per kind: time on target = time on source × factor."""
-    f: dict[str, tuple[float, str]] = {}
-    st, tt = num(source, "bf16_dense_tflops"), num(target, "bf16_dense_tflops")
-    if st is None or tt is None:
-        raise ProjectionError(f"no bf16_dense_tflops for {source.get('key') if st is None else target.get('key')} "
-                              "in the catalog")
-    f["compute"] = (st / tt, f"dense bf16 {st:g} ÷ {tt:g} TFLOPS")
-    sb, tb = num(source, "bandwidth_gbps"), num(target, "bandwidth_gbps")
-    f["memory"] = ((sb / tb, f"memory bandwidth {sb:g} ÷ {tb:g} GB/s") if sb and tb else
-                   (st / tt, "no bandwidth in the catalog: compute ratio used"))
-    sp, tp = num(source, "pcie_gbps"), num(target, "pcie_gbps")
-    f["transfer"] = ((sp / tp, f"PCIe {sp:g} ÷ {tp:g} GB/s") if sp and tp else
-                     (1.0, "no PCIe rate in the catalog: unchanged"))
-    f["host"] = (1.0, "unchanged (host-bound)")
-    return f
-
-
-def project_report(report: dict[str, Any], source: dict[str, Any], target: dict[str, Any], *, case: str = "",
-                   context_gb: float = DEFAULT_CONTEXT_GB) -> Projection:
-    """Project ``report`` (measured on catalog GPU ``source``) onto catalog GPU ``target``."""
+def profile_from_report(report: dict[str, Any], entry: dict[str, Any] | None, *, source: str = "",
+                        job_steps: int = JOB_STEPS) -> RunProfile:
+    """A profile of one of our reports (status ok, on a catalog GPU)."""
     if report.get("status") != "ok":
-        raise ProjectionError(f"report status is {report.get('status')!r}; only complete runs are projected")
-    factors = scale_factors(source, target)
-    parts = [StagePart(name, top, cls.kind, cls.why, sec, factors[cls.kind][0], sec * factors[cls.kind][0])
-             for name, top, _, sec, cls in _parts(report)]
-    if not parts:
-        raise ProjectionError("report has no stages to project")
+        raise ProjectionError(f"{source}: report status is {report.get('status')!r}; only complete runs are projected")
+    if entry is None:
+        raise ProjectionError(f"{source}: GPU {rd.gpu_of(report).label!r} is not in the catalog")
+    run = report.get("run") or {}
+    preset = get_preset(str(run.get("task") or "ti2v-5B"))
+    all_stages = rd.stages(report)
+    top = [s for s in all_stages if s.get("parent") == st.TOTAL.name]
+    steps = _steps(all_stages)
+    if not steps:
+        raise ProjectionError(f"{source}: report has no denoising steps")
+    stages, bounds = {}, {}
+    denoise_rest = 0.0
+    for s in top:
+        name = str(s["name"])
+        if name == st.DENOISING.name:
+            denoise_rest = max(0.0, rd.duration(s) - sum(steps))
+            continue
+        stages[name] = rd.duration(s)
+        bounds[name] = st.bound_of(name, s.get("comment")) or st.HOST_LOAD
+    wall = rd.wall_s(report) or 0.0
+    outside = max(0.0, wall - sum(rd.duration(s) for s in top))
+    fast = run.get("fast_path") or {}
+    kernel = pm.BACKEND_KERNEL.get(str(fast.get("attention_backend") or "cudnn"), "cudnn")
+    tokens = int(run.get("num_tokens") or 0)
+    scalar = bool(fast.get("scalar_timestep")) and not run.get("image")
+    work = pm.dit_work(preset.dit, tokens, preset.text_len, per_token_timestep=not scalar)
+    residency = str(run.get("residency") or "")
     gpu = rd.gpu_of(report)
-    count = gpu.count
-    peak = rd.peak_memory_gb(report, "reserved")
-    mem = num(target, "memory_gb")
-    need = None if peak is None else peak + context_gb
-    fits = None if need is None or mem is None else need <= mem
-    method = ("per-stage roofline scaling from the measured run: compute-bound × "
-              f"{factors['compute'][1]}, memory-bound × {factors['memory'][1]}, transfers × "
-              f"{factors['transfer'][1]}, host-bound unchanged; peak reserved memory as measured + "
-              f"{context_gb:g} GB CUDA-context allowance")
-    caveats = ["assumes the target runs the same kernels at the same fraction of its peak as the source"]
-    if count > 1:
-        caveats.append(f"{count}-GPU run: projected onto {count} target GPUs; interconnect differences ignored")
-    return Projection(
-        case=case, source_key=str(source["key"]), source_name=str(source.get("name") or source["key"]),
-        target_key=str(target["key"]), target_name=str(target.get("name") or target["key"]), count=count,
-        parts=parts, measured_total_s=sum(p.measured_s for p in parts),
-        projected_total_s=sum(p.projected_s for p in parts), factors=factors, peak_memory_gb=peak, need_gb=need,
-        target_memory_gb=mem, fits=fits, method=method, caveats=caveats,
-    )
+    flags = "default flags" if not run.get("memory_budget_gb") else f"--memory_budget_gb {run['memory_budget_gb']:g}"
+    if run.get("offload_model") is False and not run.get("memory_budget_gb"):
+        flags = "--offload_model False"
+    energy = rd.total(report, "energy_j")
+    return RunProfile(
+        label=f"ours ({flags}) on {gpu.label}", source=source, gpu_key=str(entry["key"]), count=gpu.count,
+        stages=stages, bounds=bounds, first_step_s=steps[0],
+        steady_step_s=statistics.median(steps[1:]) if len(steps) > 1 else steps[0], timed_steps=len(steps),
+        job_steps=job_steps, denoise_rest_s=denoise_rest, outside_s=outside,
+        forwards=_forwards(run.get("sample_guide_scale")), work=work, kernel=kernel,
+        vae_dtype=str(run.get("vae_dtype") or "bf16"), offload=residency not in ("", "resident"), pinned=True,
+        peak_reserved_gb=rd.peak_memory_gb(report, "reserved"), peak_allocated_gb=rd.peak_memory_gb(report, "allocated"),
+        flags=flags, energy_j=(energy or {}).get("value") if isinstance(energy, dict) else None)
 
 
-def split_check(p: Projection, measured_report: dict[str, Any]) -> dict[str, tuple[float, float]]:
-    """Where a projection's error comes from: for the parts it scaled (kind ≠ host) and for the parts it kept
-    as measured (host), the (projected s, measured s on the target) pair, matched by part name.
+def profile_from_peer(record: dict[str, Any], meta: dict[str, Any], entry: dict[str, Any], *, source: str = ""
+                      ) -> RunProfile:
+    """A profile of one peer record of ``benchmark/peers.py`` (``meta``: that file's ``meta``)."""
+    preset = get_preset(str(meta.get("task") or "ti2v-5B"))
+    w, h = map(int, str(meta["size"]).split("*"))
+    from ..monitor.flops import video_tokens
 
-    The measured run is cut into parts the same way as the source run, so a first step's warm-up lands in
-    the host parts on both sides.
+    tokens = video_tokens(int(meta["frame_num"]), h, w, preset.vae_stride, preset.patch_size)
+    flags = record.get("flags") or {}
+    steps = list(record.get("steps_s") or [])
+    if not steps:
+        raise ProjectionError(f"{source}: peer {record.get('peer')} has no steps")
+    stages = {k: float(v) for k, v in (record.get("stages") or {}).items() if k != st.DENOISING.name}
+    bounds = {}
+    for k in stages:
+        b = st.bound_of(k)
+        if k == st.TEXT_ENCODING.name and flags.get("t5_cpu"):
+            b = st.HOST_TEXT_CPU
+        bounds[k] = b or st.HOST_LOAD
+    denoise = float((record.get("stages") or {}).get(st.DENOISING.name, sum(steps)))
+    peer = str(record.get("peer"))
+    official = peer.startswith("official")
+    kernel = {"flash": "flash2", "cudnn": "cudnn"}.get(str(flags.get("attention_kernel") or "flash"), "flash2") \
+        if official else ("cudnn" if "levers" in peer else "cudnn")
+    total = record.get("total_s")
+    outside = max(0.0, float(total) - sum((record.get("stages") or {}).values())) if total else 0.0
+    return RunProfile(
+        label=str(record.get("label") or peer), source=source, gpu_key=str(entry["key"]), count=1, stages=stages,
+        bounds=bounds, first_step_s=steps[0],
+        steady_step_s=statistics.median(steps[1:]) if len(steps) > 1 else steps[0], timed_steps=len(steps),
+        job_steps=int(record.get("job_steps") or JOB_STEPS), denoise_rest_s=max(0.0, denoise - sum(steps)),
+        outside_s=outside, forwards=2, work=pm.dit_work(preset.dit, tokens, preset.text_len, per_token_timestep=True),
+        kernel=kernel, vae_dtype="fp32" if official or peer.startswith("diffusers") else "bf16",
+        offload=bool(flags.get("offload_model")), pinned=not official,
+        peak_reserved_gb=record.get("peak_reserved_gb"), peak_allocated_gb=record.get("peak_allocated_gb"),
+        flags=", ".join(f"{k}={v}" for k, v in flags.items() if k in ("offload_model", "convert_model_dtype", "t5_cpu",
+                                                                      "attention")))
+
+
+# ------------------------------------------------------------------------------------- projection
+def fit_verdict(reserved_gb: float | None, memory_gb: float | None, context_gb: float = DEFAULT_CONTEXT_GB
+                ) -> tuple[str, float | None]:
+    """("fits" | "marginal" | "does not fit" | "unknown", need GiB): need = peak reserved + CUDA context."""
+    if reserved_gb is None or memory_gb is None:
+        return "unknown", None
+    need = reserved_gb + context_gb
+    if need > memory_gb:
+        return "does not fit", need
+    return ("marginal" if memory_gb - need < MARGINAL_GB else "fits"), need
+
+
+def projection_band(same_arch: bool) -> tuple[float | None, str]:
+    """(± %, source) of the validation's error band: the largest time error of its same-architecture points
+    (e.g. H100 ↔ H200) or of its cross-architecture points (Hopper → Ada / Blackwell)."""
+    band = pm.workload().get("projection_band") or {}
+    kind = "same_arch" if same_arch else "cross_arch"
+    v = band.get(kind)
+    if not isinstance(v, (int, float)):
+        return None, "no validation recorded"
+    pts = ", ".join(band.get(f"{kind}_points") or [])
+    return float(v), f"largest {kind.replace('_', '-')} error of the validation ({pts}; {band.get('source')})"
+
+
+def project(profile: RunProfile, source: dict[str, Any], target: dict[str, Any], *, kernel: str | None = None,
+            host_scale: float = 1.0, context_gb: float = DEFAULT_CONTEXT_GB, fa4_installed: bool = True) -> Projection:
+    """Project ``profile`` (measured on catalog GPU ``source``) onto catalog GPU ``target``.
+
+    ``kernel``: the attention kernel on the target (default: our ``auto`` for our runs, the peer's own
+    kernel for peers — pass it).
     """
-    kinds = {q.name: q.kind for q in p.parts}
-    scaled = sum(q.projected_s for q in p.parts if q.kind != "host")
-    kept = sum(q.projected_s for q in p.parts if q.kind == "host")
-    m_scaled = m_kept = 0.0
-    for name, _, _, sec, cls in _parts(measured_report):
-        if kinds.get(name, cls.kind) != "host":
-            m_scaled += sec
+    for e in (source, target):
+        pm.check_entry(e)
+    if kernel is None:
+        kernel, why = pm.auto_kernel(target, fa4_installed)
+    else:
+        why = f"{kernel}: the kernel this code runs on any GPU"
+    same = source["key"] == target["key"]
+    parts: list[Part] = []
+    host_basis = "host work: kept as measured" if host_scale == 1.0 else f"host work × {host_scale:g} (--host)"
+    for name, sec in profile.stages.items():
+        bound = profile.bounds.get(name, st.HOST_LOAD)
+        if bound in st.HOST_BOUNDS:
+            parts.append(Part(name, bound, sec, sec * host_scale, host_basis))
+        elif bound == st.VAE_CONV:
+            v, basis = pm.vae_decode_seconds(sec, profile.vae_dtype, source, target)
+            parts.append(Part(name, bound, sec, v, basis))
+        elif bound == st.TEXT_GPU:
+            g_s, g_t = pm.gemm_rate(source)[0], pm.gemm_rate(target)[0]
+            parts.append(Part(name, bound, sec, sec * g_s / g_t, f"GEMM rate {g_s:g} → {g_t:g} TFLOP/s"))
+        elif bound == st.TRANSFER:
+            v, basis = pm.transfer_seconds(sec, source, target, profile.pinned)
+            parts.append(Part(name, bound, sec, v, basis))
         else:
-            m_kept += sec
-    return {"scaled": (scaled, m_scaled), "kept": (kept, m_kept)}
+            parts.append(Part(name, bound, sec, sec, f"{bound}: kept as measured"))
+    step, step_parts, step_basis = pm.step_seconds(profile.steady_step_s, profile.work, profile.forwards, source,
+                                                   profile.kernel, target, kernel)
+    n = profile.job_steps
+    parts.append(Part(f"{st.DENOISING.name} · {n} steps", st.DIT_COMPUTE, n * profile.steady_step_s, n * step,
+                      step_basis + ("" if profile.timed_steps >= n else f"; steps {profile.job_kind}")))
+    warm = max(0.0, profile.first_step_s - profile.steady_step_s)
+    parts.append(Part(f"{st.DENOISING.name} · first-step warm-up", st.HOST_COMPILE, warm, warm * host_scale,
+                      "first step's excess over a steady step (compile, kernel build, lazy init): " + host_basis))
+    if profile.denoise_rest_s > 0:
+        if profile.offload:
+            v, basis = pm.transfer_seconds(profile.denoise_rest_s, source, target, profile.pinned)
+            parts.append(Part(f"{st.DENOISING.name} · outside steps (weights onload)", st.TRANSFER,
+                              profile.denoise_rest_s, v, basis))
+        else:
+            parts.append(Part(f"{st.DENOISING.name} · outside steps", st.HOST_LOAD, profile.denoise_rest_s,
+                              profile.denoise_rest_s * host_scale, "scheduler set-up: " + host_basis))
+    if profile.outside_s > 0:
+        parts.append(Part("(untracked)", st.HOST_LOAD, profile.outside_s, profile.outside_s * host_scale,
+                          "outside the stages: " + host_basis))
+    mem = float(target["memory_gb"])
+    fit, need = fit_verdict(profile.peak_reserved_gb, mem, context_gb)
+    band, band_src = projection_band(source.get("arch") == target.get("arch"))
+    caveats = []
+    if kernel != profile.kernel:
+        caveats.append(f"attention kernel changes {profile.kernel} → {kernel}: peak memory taken as measured")
+    if profile.count > 1:
+        caveats.append(f"{profile.count}-GPU run; interconnect differences ignored")
+    if same:
+        caveats.append("same GPU as the source: the projection reproduces the source's job time")
+    return Projection(profile, str(target["key"]), str(target.get("name") or target["key"]), parts, kernel, why,
+                      step_parts, profile.peak_reserved_gb, need, mem, fit, band, band_src, caveats)
 
 
 def error_percent(projected: float, measured: float) -> float:

@@ -15,7 +15,6 @@ is a measurement: "does not fit"); 1 when a case failed or crashed; 2 for a bad 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shlex
@@ -32,12 +31,19 @@ from typing import Any, TextIO
 
 from ..argparse_util import OneLineParser
 from ..errors import ConfigError, ReportError, UserError
-from ..report.schema import write_json_atomic
+from .manifest import (
+    MANIFEST,
+    SUITE_SCHEMA,
+    latest_run,
+    load_manifest,
+    suite_exit_code,
+    summarize,
+    write_manifest,
+)
+from .markdown import write_suite_report
 from .reportdata import read_report, text_report
 from .suite_config import SuiteConfig, apply_overrides, case_argv, check_case_values, load_suite_config
 
-SUITE_SCHEMA = "wan-enhanced/suite"
-MANIFEST = "suite.json"
 PACKAGE_SRC = Path(__file__).resolve().parents[2]  # the directory holding ``wan_enhanced``
 
 
@@ -95,34 +101,6 @@ def host_info(gpu: str | None) -> dict[str, Any]:
     """Host facts for the manifest (each report has the full system block)."""
     return {"hostname": socket.gethostname(), "platform": platform.platform(), "python": platform.python_version(),
             "cpu_count": os.cpu_count(), "gpu": gpu}
-
-
-def _write_json(path: Path, data: Any) -> None:
-    write_json_atomic(path, data, indent=2)
-
-
-def load_manifest(run_dir: Path) -> dict[str, Any] | None:
-    """The run dir's ``suite.json``, or None when absent/unreadable."""
-    p = run_dir / MANIFEST
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) and data.get("schema") == SUITE_SCHEMA else None
-
-
-def latest_run(reports_dir: Path) -> Path | None:
-    """The most recently updated run dir (one with a manifest) under ``reports_dir``."""
-    best: tuple[float, Path] | None = None
-    if not reports_dir.is_dir():
-        return None
-    for d in reports_dir.iterdir():
-        m = d / MANIFEST
-        if d.is_dir() and m.is_file():
-            t = m.stat().st_mtime
-            if best is None or t > best[0]:
-                best = (t, d)
-    return best[1] if best else None
 
 
 def _tail(path: Path, lines: int = 40) -> list[str]:
@@ -281,7 +259,7 @@ def run_suite(suite: SuiteConfig, run_dir: Path, *, root: Path | None = None,
             "error": None, "started": None, "finished": None, "skipped": False,
         })
     manifest["cases"] = entries
-    _write_json(run_dir / MANIFEST, manifest)
+    write_manifest(run_dir, manifest)
     n = len(suite.cases)
     for i, (case, entry) in enumerate(zip(suite.cases, entries, strict=True), start=1):
         print(f"[{i}/{n}] {case.name} ... ", end="", file=out, flush=True)
@@ -295,7 +273,7 @@ def run_suite(suite: SuiteConfig, run_dir: Path, *, root: Path | None = None,
             if rep is not None and rep.get("status") == "ok":
                 entry.update({k: prev.get(k) for k in ("exit_code", "elapsed_s", "started", "finished")})
                 entry.update(status="ok", skipped=True)
-                _write_json(run_dir / MANIFEST, manifest)
+                write_manifest(run_dir, manifest)
                 el = prev.get("elapsed_s")
                 print("skipped (ok in an earlier attempt" + (f", {el:.1f} s)" if el is not None else ")"),
                       file=out, flush=True)
@@ -315,7 +293,7 @@ def run_suite(suite: SuiteConfig, run_dir: Path, *, root: Path | None = None,
             entry.update(status="interrupted", elapsed_s=round(time.perf_counter() - t0, 3), finished=_utcnow(),
                          error={"stage": None, "type": "KeyboardInterrupt", "message": "suite interrupted"})
             manifest["updated"] = _utcnow()
-            _write_json(run_dir / MANIFEST, manifest)
+            write_manifest(run_dir, manifest)
             print("interrupted", file=out, flush=True)
             raise
         elapsed = time.perf_counter() - t0
@@ -331,34 +309,14 @@ def run_suite(suite: SuiteConfig, run_dir: Path, *, root: Path | None = None,
             text = f"no report was written: {_describe(res.status, res.error)[3:]}\nsee {entry['log']}\n"
         (run_dir / entry["text"]).write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
         manifest["updated"] = _utcnow()
-        _write_json(run_dir / MANIFEST, manifest)
+        write_manifest(run_dir, manifest)
         label = res.status if res.status == "ok" else res.status.upper()
         print(f"{label} {elapsed:.1f} s{_describe(res.status, res.error)}", file=out, flush=True)
     manifest["attempts"][-1]["finished"] = _utcnow()
     manifest["summary"] = summarize(manifest)
     manifest["updated"] = _utcnow()
-    _write_json(run_dir / MANIFEST, manifest)
+    write_manifest(run_dir, manifest)
     return manifest
-
-
-def summarize(manifest: dict[str, Any]) -> dict[str, int]:
-    """Count of cases per status."""
-    counts: dict[str, int] = {}
-    for c in manifest.get("cases", []):
-        counts[c.get("status", "pending")] = counts.get(c.get("status", "pending"), 0) + 1
-    return counts
-
-
-def suite_exit_code(manifest: dict[str, Any]) -> int:
-    """0 when every case is ok or an OOM under its memory budget; else 1."""
-    for c in manifest.get("cases", []):
-        status = c.get("status")
-        if status == "ok":
-            continue
-        if status == "oom" and (c.get("flags") or {}).get("memory_budget_gb") is not None:
-            continue
-        return 1
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -394,8 +352,6 @@ def bench_main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> 
 
 
 def _bench(argv: list[str], out: TextIO) -> int:
-    from .markdown import write_suite_report
-
     args = build_parser().parse_args(argv)
     root = project_root()
     reports_dir = Path(args.reports_dir) if args.reports_dir else root / "benchmark" / "reports"

@@ -9,6 +9,7 @@ maps UTF-8 bytes to ids (offset past the special tokens), appends EOS, pads/trun
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -45,3 +46,40 @@ class ByteTokenizer:
             ids[row, : len(toks)] = torch.tensor(toks)
             mask[row, : len(toks)] = 1
         return TokenBatch(ids, mask)
+
+
+def byte_level_hf_tokenizer(vocab_size: int) -> Any:
+    """The byte stand-in as a Hugging Face fast tokenizer (``save_pretrained`` writes a real tokenizer folder).
+
+    Same ids as ``ByteTokenizer`` for bytes below ``vocab_size - OFFSET`` (UTF-8 byte ``b`` → ``OFFSET + b``,
+    EOS appended, pad 0): code that loads ``google/umt5-xxl`` with ``AutoTokenizer`` — ours with
+    ``--weights official`` and the official Wan code — can then run a random official-layout checkpoint
+    without the real umt5 tokenizer files, on prompts of the same token count.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    if vocab_size < OFFSET + 256:
+        raise ValueError(f"vocab_size {vocab_size} too small for a 256-symbol byte tokenizer")
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    byte_chars = sorted(alphabet, key=lambda c: _byte_of(c))
+    vocab = {"<pad>": PAD_ID, "</s>": EOS_ID, "<unk>": 2}
+    vocab.update({c: OFFSET + i for i, c in enumerate(byte_chars)})
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
+                                                       special_tokens=[("</s>", EOS_ID)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                                   model_max_length=1 << 20)
+
+
+def _byte_of(char: str) -> int:
+    """The byte a GPT-2 byte-level character stands for (the inverse of the byte → unicode table)."""
+    code = ord(char)
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    if code in printable:
+        return code
+    others = [b for b in range(256) if b not in printable]
+    return others[code - 256]

@@ -1,6 +1,7 @@
 """``Monitor``: nested, CUDA-synchronized stage timing with memory, SM activity, power and FLOPs.
 
-Knows nothing of Wan. Usage::
+Knows nothing of Wan: stage names are the caller's (the pipeline's come from
+``wan_enhanced.stages``; the ones below are only an example). Usage::
 
     mon = Monitor("cuda")            # sampler thread starts on start() / the first stage
     with mon.stage("Total"):

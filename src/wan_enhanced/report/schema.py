@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ReportError
 from ..monitor.metrics import Metric, metric, sig, unavailable, value_of
+from ..stages import DENOISING, TOTAL, step_index
 
 if TYPE_CHECKING:  # keep this module (and format_report.py) free of the torch import
     from ..monitor.core import Monitor
@@ -25,7 +25,6 @@ if TYPE_CHECKING:  # keep this module (and format_report.py) free of the torch i
 SCHEMA = "wan-enhanced/report"
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "failed", "oom")
-STEP_RE = re.compile(r"^Step_(\d+)$")
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "build_report", "gpus_used", "load_report", "metric", "peak_memory",
            "peak_memory_gb", "unavailable", "write_json_atomic", "write_report"]
@@ -39,9 +38,9 @@ def steps_of(stages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``[{"index", "duration_s"}]`` for the stages named ``Step_<i>``, in the order they ran."""
     out = []
     for s in sorted(stages, key=lambda s: s.get("start_s", 0.0)):
-        m = STEP_RE.match(str(s.get("name", "")))
-        if m:
-            out.append({"index": int(m.group(1)), "duration_s": s.get("duration_s")})
+        i = step_index(str(s.get("name", "")))
+        if i is not None:
+            out.append({"index": i, "duration_s": s.get("duration_s")})
     return out
 
 
@@ -127,8 +126,8 @@ def _totals(monitor: Monitor, stages: list[dict[str, Any]], steps: list[dict[str
 
 def build_report(monitor: Monitor, *, run: dict[str, Any], weights: dict[str, Any],
                  outputs: dict[str, Any] | None = None, status: str = "ok", error: Any = None,
-                 system: dict[str, Any] | None = None, root_stage: str = "Total",
-                 denoise_stage: str = "Denoising") -> dict[str, Any]:
+                 system: dict[str, Any] | None = None, root_stage: str = TOTAL.name,
+                 denoise_stage: str = DENOISING.name) -> dict[str, Any]:
     """The report object for a run. Stops the monitor first (closing open stages as incomplete).
 
     ``error`` may be an exception (its type, first message line and the monitor's failed stage are
@@ -200,15 +199,19 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, indent: int = 1
     The file gets the mode a plain ``open()`` would give it (``0o666 & ~umask``), not mkstemp's
     0600. NaN/inf become ``null``; objects JSON cannot hold are written as their ``str``.
     """
+    text = json.dumps(json_safe(obj), ensure_ascii=False, indent=indent, allow_nan=False, default=str) + "\n"
+    return write_text_atomic(path, text)
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8) atomically: temp file in the same folder, fsync, ``os.replace``."""
     p = Path(path)
-    obj = json_safe(obj)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600
-            json.dump(obj, f, ensure_ascii=False, indent=indent, allow_nan=False, default=str)
-            f.write("\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, p)

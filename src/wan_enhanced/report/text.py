@@ -12,7 +12,8 @@ from typing import Any
 
 from ..errors import ReportError
 from ..monitor.metrics import fmt_num, value_of
-from .schema import STEP_RE, gpus_used, load_report
+from ..stages import is_step
+from .schema import gpus_used, load_report
 
 NA = "n/a"
 COLLAPSE_STEPS_OVER = 20
@@ -62,7 +63,7 @@ def _row(stage: dict[str, Any], name_w: int) -> str:
 
 def _collapse(stages: list[dict[str, Any]], limit: int) -> list[dict[str, Any] | str]:
     """Replace the middle of long runs of sibling ``Step_<i>`` rows by one summary line."""
-    steps = [i for i, s in enumerate(stages) if STEP_RE.match(str(s.get("name", "")))]
+    steps = [i for i, s in enumerate(stages) if is_step(str(s.get("name", "")))]
     if len(steps) <= limit:
         return list(stages)
     hidden = set(steps[KEEP_HEAD:len(steps) - KEEP_TAIL])
