@@ -10,4 +10,4 @@ except ImportError:  # running from a checkout without installing
     from wan_enhanced.cli import generate_main
 
 if __name__ == "__main__":
-    raise SystemExit(generate_main(sys.argv[1:]))
+    raise SystemExit(generate_main(sys.argv[1:], prog="generate.py"))

@@ -7,28 +7,21 @@ Kernels: torch SDPA pinned to cuDNN, flash (FlashAttention-2 built into torch) a
 when the package is installed, plus FA4's own ``flash_attn_func`` to show the registry adds nothing.
 Errors are against fp32 math attention of the same inputs, for the first ``--ref_heads`` heads.
 
-    python benchmark/attention_kernels.py --out benchmarks/results/h100/s4/attention.json
+    python benchmark/attention_kernels.py --out benchmark/results/h100/s4/attention.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-try:
-    import wan_enhanced  # noqa: F401
-except ImportError:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from perf_fastpath import cuda_time, errors  # noqa: E402  (this folder is on sys.path when run as a script)
-
-from wan_enhanced.fastpath import activate_fa4, fa4_unavailable  # noqa: E402
+from wan_enhanced.bench.timing import errors, time_fn
+from wan_enhanced.fastpath import activate_fa4, fa4_unavailable
 
 KERNELS = ("cudnn", "flash", "efficient", "flash4", "flash4_direct")  # plus flash4_tile_MxN from --fa4_tiles
 SDPA = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
@@ -111,7 +104,8 @@ def main() -> int:
         try:
             with torch.no_grad():
                 res = fn()
-                med, times, _ = cuda_time(fn, args.repeats, warmup=2)
+                t = time_fn(fn, args.repeats, warmup=2, device="cuda")
+                med, times = t.median_s, t.times_s
         except Exception as e:  # noqa: BLE001 - a backend or tile that refuses this shape/device
             row["error"] = str(e).splitlines()[0][:300]
             out["rows"].append(row)

@@ -4,7 +4,7 @@ Writes the official ``ckpt_dir`` layout (DiT fp32 in 3 safetensors shards, T5 bf
 VAE fp32 ``.pth``) from random models, evicts the files from the page cache, then loads each model
 with our loaders to the GPU, cold and then warm (page cache). Writes one JSON file.
 
-    python benchmark/load_official.py --dir /tmp/ckpt --out benchmarks/results/h100/load_official.json
+    python benchmark/load_official.py --dir /tmp/ckpt --out benchmark/results/h100/load_official.json
 """
 
 from __future__ import annotations
@@ -18,21 +18,16 @@ from pathlib import Path
 
 import torch
 
-try:
-    import wan_enhanced  # noqa: F401
-except ImportError:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from wan_enhanced.argparse_util import OneLineParser  # noqa: E402
-from wan_enhanced.errors import UserError  # noqa: E402
-from wan_enhanced.models.official import (  # noqa: E402
+from wan_enhanced.argparse_util import OneLineParser
+from wan_enhanced.errors import UserError
+from wan_enhanced.models.official import (
     load_official_dit,
     load_official_t5,
     load_official_vae,
     write_official_checkpoint,
 )
-from wan_enhanced.models.presets import PRESETS, get_preset  # noqa: E402
-from wan_enhanced.models.random_init import random_dit, random_t5, random_vae  # noqa: E402
+from wan_enhanced.models.presets import PRESETS, get_preset
+from wan_enhanced.models.random_init import random_dit, random_t5, random_vae
 
 
 def evict(folder: Path) -> str:

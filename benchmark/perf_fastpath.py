@@ -16,7 +16,7 @@ Sections (``--sections dit,vae,e2e_diffusers``):
   embeddings given, fp32 VAE as diffusers recommends), the baseline our ``generate`` runs compare to.
 Random weights (time and memory profile of the real 5B; outputs are noise). Writes one JSON file.
 
-    python benchmark/perf_fastpath.py --out benchmarks/results/h100/perf_fastpath.json
+    python benchmark/perf_fastpath.py --out benchmark/results/h100/perf_fastpath.json
 """
 
 from __future__ import annotations
@@ -25,50 +25,25 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-try:
-    import wan_enhanced  # noqa: F401
-except ImportError:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from wan_enhanced.config import RunConfig, validate  # noqa: E402
-from wan_enhanced.fastpath import ATTENTION_BACKENDS, FastPath, activate_fa4  # noqa: E402
-from wan_enhanced.models.presets import get_preset  # noqa: E402
-from wan_enhanced.models.random_init import random_dit, random_vae  # noqa: E402
-from wan_enhanced.pipeline import TI2VPipeline, make_scheduler  # noqa: E402
+from wan_enhanced.bench.timing import errors, time_fn
+from wan_enhanced.config import RunConfig, validate
+from wan_enhanced.fastpath import ATTENTION_BACKENDS, FastPath, activate_fa4
+from wan_enhanced.models.presets import get_preset
+from wan_enhanced.models.random_init import random_dit, random_vae
+from wan_enhanced.pipeline import TI2VPipeline, make_scheduler
 
 GIB = 1024**3
 
 
 def cuda_time(fn, repeats: int, warmup: int = 1) -> tuple[float, list[float], float]:
-    """(median seconds, all timings, first-call seconds) of ``fn`` timed with CUDA events."""
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    fn()
-    torch.cuda.synchronize()
-    first = time.perf_counter() - t0
-    for _ in range(max(0, warmup - 1)):
-        fn()
-    times = []
-    for _ in range(repeats):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b) / 1e3)
-    return statistics.median(times), times, first
-
-
-def errors(out: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
-    """Max abs error and relative L2 error of ``out`` against ``ref``."""
-    o, r = out.float(), ref.float()
-    return {"max_abs": float((o - r).abs().max()), "rel_l2": float((o - r).norm() / r.norm())}
+    """(median seconds, all timings, first-call seconds) of ``fn`` (the shared ``bench.timing.time_fn``)."""
+    t = time_fn(fn, repeats, warmup, device="cuda")
+    return t.median_s, t.times_s, t.first_s
 
 
 def set_backend(dit, name: str) -> None:
@@ -154,7 +129,7 @@ def section_dit(args, preset, out: dict) -> None:
     out["dit"] = {"tokens": n, "latent_shape": list(shape), "rows": rows,
                   "flop_note": "see monitor.flops.dit_forward_flops"}
     try:
-        from wan_enhanced.monitor.flops import dit_forward_flops
+        from wan_enhanced.models.flops import dit_forward_flops
 
         fl = dit_forward_flops(preset.dit, num_tokens=n, text_len=preset.text_len, per_token_timestep=True).total
         out["dit"]["flops_per_forward"] = fl

@@ -4,7 +4,7 @@ Runs ``generate.py`` under torchrun for each layout (random weights, same seed a
 report, and compares the denoised latents with the 1-GPU run. Efficiency = T1 / (N · TN) on the
 denoising time (the part that is parallelised) and on the end-to-end time without model loading.
 
-    python benchmark/scaling.py --out benchmarks/results/h100x4/scaling.json --gpus 4 --steps 4
+    python benchmark/scaling.py --out benchmark/results/h100x4/scaling.json --gpus 4 --steps 4
 """
 
 from __future__ import annotations

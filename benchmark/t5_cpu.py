@@ -13,20 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-try:
-    import wan_enhanced  # noqa: F401
-except ImportError:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from wan_enhanced.config import RunConfig  # noqa: E402
-from wan_enhanced.models.random_init import random_t5  # noqa: E402
-from wan_enhanced.models.tokenizer import ByteTokenizer  # noqa: E402
+from wan_enhanced.config import RunConfig
+from wan_enhanced.models.random_init import random_t5
+from wan_enhanced.models.tokenizer import ByteTokenizer
 
 
 def cpu_name() -> str:

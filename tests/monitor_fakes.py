@@ -23,12 +23,15 @@ class FakeClock:
 class FakeBackend:
     """Scripted device counters: ``sm_at(t)`` gives the SM % of the interval ending at clock time t.
 
-    Power is constant ``power_w``; the energy counter integrates it exactly (J since t=0 of the clock).
+    Power is constant ``power_w``; the energy counter integrates it exactly (J since t=0 of the clock),
+    or is ``energy_at(t)`` when given. ``edge_energy=False``: the cheap counter read at window edges
+    (``energy_j()``) fails, only the sampler's reads have it; ``energy_counter=False``: no counter at all.
     """
 
     def __init__(self, clock: Callable[[], float], sm_at: Callable[[float], float | None],
                  sm_source: str = "gpm", power_w: float | None = 100.0, used_bytes: int = 3 << 30,
-                 min_interval_s: float = 0.0) -> None:
+                 min_interval_s: float = 0.0, energy_at: Callable[[float], float] | None = None,
+                 edge_energy: bool = True, energy_counter: bool = True) -> None:
         self.clock = clock
         self.sm_at = sm_at
         self.sm_source = sm_source
@@ -37,6 +40,10 @@ class FakeBackend:
         self.power_w = power_w
         self.used_bytes = used_bytes
         self.min_interval_s = min_interval_s
+        self.energy_at = energy_at or (lambda t: (self.power_w or 0.0) * t)
+        self.edge_energy = edge_energy
+        self.energy_counter = energy_counter
+        self.energy_reads = 0
         self.reads = 0
         self.closed = False
         self._primed = False
@@ -45,8 +52,8 @@ class FakeBackend:
         self.reads += 1
         t = self.clock()
         r = Reading(power_w=self.power_w, nvml_used_bytes=self.used_bytes)
-        if self.power_w is not None:
-            r.energy_j = self.power_w * t
+        if self.power_w is not None and self.energy_counter:
+            r.energy_j = self.energy_at(t)
         if self._primed:
             sm = self.sm_at(t)
             r.sm = sm
@@ -57,6 +64,13 @@ class FakeBackend:
 
     def memory_used_bytes(self) -> int | None:
         return self.used_bytes
+
+    def energy_j(self) -> float | None:
+        """The counter read at a window's edge (None when the fake has no counter or edge reads fail)."""
+        self.energy_reads += 1
+        if self.power_w is None or not self.energy_counter or not self.edge_energy:
+            return None
+        return self.energy_at(self.clock())
 
     def close(self) -> None:
         self.closed = True

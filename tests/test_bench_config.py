@@ -20,8 +20,8 @@ from wan_enhanced.bench.suite_config import (
     load_suite_config,
     parse_suite_config,
 )
-from wan_enhanced.cli import add_generate_args
 from wan_enhanced.errors import ConfigError
+from wan_enhanced.flags import CONFIG_FLAGS, GENERATE_FLAGS, add_generate_args
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,6 +101,23 @@ def test_flag_table_is_exactly_the_generate_flags():
     assert set(FLAG_KINDS) == cli_flags
     switches = {a.dest for a in parser._actions if a.nargs == 0 and a.dest not in ("help", "quiet")}
     assert {k for k, v in FLAG_KINDS.items() if v == "switch"} == switches
+
+
+def test_suite_keys_and_kinds_come_from_the_flag_table():
+    assert FLAG_KINDS == {f.name: f.kind for f in CONFIG_FLAGS}
+    assert "quiet" not in FLAG_KINDS and {f.name for f in GENERATE_FLAGS} - set(FLAG_KINDS) == {"quiet"}
+    samples = {"int": (3, "3"), "float": (2.5, "x"), "str": ("x", 1), "bool": (True, 1), "switch": (False, 2),
+               "choice": ("tiny", "nope"), "size": ("64*64", "64x64"), "device": ("cpu", "gpu")}
+    for f in CONFIG_FLAGS:
+        if f.runner:
+            continue
+        good, bad = samples[f.kind]
+        cfg = copy.deepcopy(BASE)
+        cfg["test_cases"][0]["args"][f.name] = good
+        assert parse_suite_config(cfg).cases[0].flags[f.name] == good, f.name
+        cfg["test_cases"][0]["args"][f.name] = bad
+        with pytest.raises(ConfigError, match=rf"^test_cases\[0\]\.args\.{f.name}: "):
+            parse_suite_config(cfg)
 
 
 def test_case_argv_merges_global_and_case_and_renders_official_flags():

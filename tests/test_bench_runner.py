@@ -243,3 +243,33 @@ def test_manifest_is_written_atomically_with_the_umask_mode(tmp_path):
     assert (p.stat().st_mode & 0o777) == 0o644
     assert [x.name for x in tmp_path.iterdir()] == ["suite.json"]
     assert load_manifest(tmp_path) == {"schema": manifest.SUITE_SCHEMA, "cases": []}
+
+
+def test_case_argv_round_trips_through_the_generate_parser():
+    """argv the runner passes → generate's parser → the same flag values."""
+    import copy
+
+    from wan_enhanced.bench.suite_config import case_argv, parse_suite_config
+    from wan_enhanced.cli import config_from_args, generate_parser
+    from wan_enhanced.flags import CONFIG_FLAGS
+
+    values = {"task": "tiny", "size": "96*64", "frame_num": 13, "sample_steps": 3, "sample_shift": 3.5,
+              "sample_guide_scale": 1.0, "sample_solver": "dpm++", "base_seed": -1, "prompt": "a cat, 'quoted'",
+              "negative_prompt": "", "image": "in.png", "ckpt_dir": "ck", "weights": "random",
+              "offload_model": False, "t5_cpu": True, "convert_model_dtype": True, "ulysses_size": 2,
+              "cfg_parallel": True, "save_file": "v.mp4", "save_latents": "l.pt", "memory_budget_gb": 15.5,
+              "vae_dtype": "bf16", "compile": "none", "attention_backend": "native", "vae_layout": "contiguous",
+              "device": "cuda:1"}
+    assert set(values) == {f.name for f in CONFIG_FLAGS if not f.runner}
+    suite = parse_suite_config({"global_settings": copy.deepcopy(values), "test_cases": [{"name": "a"}]})
+    argv = case_argv(suite.cases[0])
+    ns = generate_parser().parse_args(argv)
+    assert {k: getattr(ns, k) for k in values} == values
+    cfg = config_from_args(ns)
+    assert {k: getattr(cfg, k) for k in values} == values
+    # switches that are off are left out; so is a flag removed with null
+    off = dict(values, t5_cpu=False, cfg_parallel=False, convert_model_dtype=False, ckpt_dir=None)
+    argv = case_argv(parse_suite_config({"global_settings": off, "test_cases": [{"name": "a"}]}).cases[0])
+    assert "--t5_cpu" not in argv and "--ckpt_dir" not in argv
+    ns = generate_parser().parse_args(argv)
+    assert ns.t5_cpu is False and ns.cfg_parallel is False and ns.ckpt_dir is None

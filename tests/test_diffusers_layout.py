@@ -12,6 +12,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from wan_enhanced.errors import WeightsError
+from wan_enhanced.models.checkpoint import LoadResult
 from wan_enhanced.models.loading import ModelLoader
 from wan_enhanced.models.presets import TINY
 from wan_enhanced.models.random_init import random_dit, random_t5, random_vae
@@ -49,6 +50,7 @@ def test_roundtrip_identical_modules(tmp_path):
     dit2, info = loader.dit(CPU)
     _same(dit, dit2)
     assert info.bytes_read > 0 and info.files
+    assert isinstance(info, LoadResult) and (info.model, info.kind, info.layout) == ("dit", "diffusers", "diffusers")
     vae2, _ = loader.vae(CPU)
     _same(vae, vae2)
     t52, tok, _ = loader.text_encoder(CPU)

@@ -10,15 +10,15 @@ from diffusers import WanTransformer3DModel
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import UMT5Config, UMT5EncoderModel
 
-from wan_enhanced.models.presets import TI2V_5B, TINY
-from wan_enhanced.monitor.flops import (
+from wan_enhanced.models.flops import (
     dit_forward_flops,
     dit_tokens,
-    mfu,
     t5_encoder_flops,
     vae_flops_estimate,
     video_tokens,
 )
+from wan_enhanced.models.presets import TI2V_5B, TINY
+from wan_enhanced.monitor.flops import mfu
 
 
 def _counted_dit(dit_cfg: dict, latent: tuple[int, int, int, int], text_len: int, per_token: bool,

@@ -14,8 +14,14 @@ from wan_enhanced.monitor.backend import NullBackend, make_backend
 from wan_enhanced.monitor.catalog import load_catalog, match_gpu, peak_bf16_tflops
 from wan_enhanced.monitor.memory import MemoryTracker
 from wan_enhanced.monitor.sampler import Sample, counter_energy, overlap_mean
+from wan_enhanced.report.build import stage_dicts, timeline_dict
 
 GPU_METRICS = ("sm", "sm_occupancy", "tensor_util", "dram_util", "compute_load", "power_w", "energy_j", "mfu")
+
+
+def dicts(mon: Monitor) -> list[dict]:
+    """The report's stage objects for the monitor's measurements (what a report would show)."""
+    return stage_dicts(mon.measure())
 
 
 def by_name(stages: list[dict]) -> dict[str, dict]:
@@ -38,7 +44,7 @@ def test_nested_sleep_stages_sum_to_parent():
     mon.stop()
     assert rec.name == "C" and rec.duration_s == pytest.approx(0.08, abs=0.05)
     assert total.duration_s is not None
-    s = by_name(mon.stage_dicts())
+    s = by_name(dicts(mon))
     kids = s["A"]["duration_s"] + s["B"]["duration_s"] + s["C"]["duration_s"]
     assert kids == pytest.approx(s["Total"]["duration_s"], rel=0.01)
     assert s["B1"]["duration_s"] + s["B2"]["duration_s"] == pytest.approx(s["B"]["duration_s"], rel=0.01)
@@ -47,8 +53,8 @@ def test_nested_sleep_stages_sum_to_parent():
     assert (s["B2"]["parent"], s["B2"]["depth"]) == ("B", 2)
     assert (s["C"]["parent"], s["C"]["comment"]) == ("Total", "zeus")
     assert s["B"]["comment"] == "bee"
-    assert [x["name"] for x in mon.stage_dicts()] == ["Total", "A", "B", "B1", "B2", "C"]
-    for x in mon.stage_dicts():
+    assert [x["name"] for x in dicts(mon)] == ["Total", "A", "B", "B1", "B2", "C"]
+    for x in dicts(mon):
         assert x["end_s"] - x["start_s"] == pytest.approx(x["duration_s"], abs=1e-5)
         assert not x["failed"] and not x["incomplete"]
 
@@ -79,7 +85,7 @@ def test_exception_marks_stage_failed_and_closes_inner_windows():
                 _ = 1 / 0
     assert mon.failed_stage == "Step_0"
     assert mon.open_stages == []
-    s = by_name(mon.stage_dicts())
+    s = by_name(dicts(mon))
     assert s["Step_0"]["incomplete"] and s["Denoising"]["failed"] and s["Total"]["failed"]
     assert s["Denoising"]["error_type"] == "ZeroDivisionError"
 
@@ -90,7 +96,7 @@ def test_stop_closes_open_stages_as_incomplete():
     mon.begin_window("Load")
     mon.stop()
     mon.stop()  # idempotent
-    s = by_name(mon.stage_dicts())
+    s = by_name(dicts(mon))
     assert s["Load"]["incomplete"] and s["Total"]["incomplete"]
     assert s["Total"]["end_s"] >= s["Load"]["end_s"]
 
@@ -111,7 +117,7 @@ def test_cpu_gpu_metrics_unavailable_with_reason_never_zero():
             mon.add_flops(1e9)
             time.sleep(0.02)
     mon.stop()
-    for st in mon.stage_dicts():
+    for st in dicts(mon):
         for key in GPU_METRICS:
             m = st[key]
             assert m["value"] is None and m["source"] == "unavailable" and m["reason"], (key, m)
@@ -119,7 +125,7 @@ def test_cpu_gpu_metrics_unavailable_with_reason_never_zero():
             assert m["value"] is None and m["source"] == "unavailable", key
             assert "no CUDA device" in m["reason"]
         assert st["cpu_percent"]["source"] == "process_time" and st["host_rss_peak_gb"]["value"] > 0
-    work = by_name(mon.stage_dicts())["Work"]
+    work = by_name(dicts(mon))["Work"]
     assert work["flops"]["value"] == 1e9 and work["tflops_per_s"]["value"] > 0
     assert work["mfu"]["reason"] == "no CUDA device"
     assert make_backend("cpu", None).sm_reason == "no CUDA device"
@@ -138,7 +144,7 @@ def test_flops_go_to_innermost_stage_and_sum_up():
             pass
     mon.add_flops(1.0)  # nothing open: unattributed, still in the run total
     mon.stop()
-    s = by_name(mon.stage_dicts())
+    s = by_name(dicts(mon))
     assert s["Step_1"]["flops"]["value"] == 10.0
     assert s["Denoising"]["flops"]["value"] == 35.0
     assert s["Denoising"]["flops"]["source"] == "analytic+estimate"
@@ -182,7 +188,7 @@ def test_scripted_sm_gives_stage_sm_compute_load_and_energy():
             clock.advance(0.03)
         _run_for(mon, clock, 0.1)
     mon.stop()
-    s = by_name(mon.stage_dicts())
+    s = by_name(dicts(mon))
     load, comp, blip = s["Load"], s["Compute"], s["Blip"]
     assert load["sm"] == {"value": 10.0, "unit": "%", "source": "gpm", "reason": None}
     assert load["compute_load"]["value"] == pytest.approx(10.0)
@@ -201,7 +207,7 @@ def test_scripted_sm_gives_stage_sm_compute_load_and_energy():
     assert comp["tflops_per_s"]["value"] == pytest.approx(494.5)
     total_sm = s["Total"]["sm"]["value"]
     assert total_sm == pytest.approx((1.0 * 10 + 2.13 * 90) / 3.13, rel=1e-3)
-    tl = mon.timeline()
+    tl = timeline_dict(mon.measure())
     assert tl["sm_source"] == "gpm" and len(tl["t_s"]) == len(tl["sm_percent"]) == len(tl["power_w"])
     assert tl["sm_percent"][0] is None  # the priming read has no interval
     assert backend.closed
@@ -212,12 +218,12 @@ def test_short_stage_without_overlapping_sample_is_unavailable_not_zero():
     mon.start()
     with mon.stage("Tiny"):
         clock.advance(0.01)
-    s = by_name(mon.stage_dicts())["Tiny"]  # no sample taken yet after the stage
+    s = by_name(dicts(mon))["Tiny"]  # no sample taken yet after the stage
     assert s["short_window"] and s["sm"]["value"] is None and s["sm"]["source"] == "unavailable"
     assert "no sample overlaps" in s["sm"]["reason"]
     assert s["compute_load"]["value"] is None and "SM activity unavailable" in s["compute_load"]["reason"]
     mon.stop()  # final sample covers it now
-    s = by_name(mon.stage_dicts())["Tiny"]
+    s = by_name(dicts(mon))["Tiny"]
     assert s["sm"]["value"] == pytest.approx(10.0) and s["compute_load"]["value"] == pytest.approx(0.1)
 
 
@@ -227,7 +233,7 @@ def test_nvml_util_fallback_is_labelled():
     with mon.stage("Work"):
         _run_for(mon, clock, 0.5)
     mon.stop()
-    w = by_name(mon.stage_dicts())["Work"]
+    w = by_name(dicts(mon))["Work"]
     assert w["sm"]["source"] == "nvml_util" and "not SM activity" in w["sm"]["reason"]
     assert w["compute_load"]["value"] == pytest.approx(5.0) and "utilization.gpu" in w["compute_load"]["reason"]
     assert w["sm_occupancy"]["value"] is None and "GPM" in w["sm_occupancy"]["reason"]
@@ -239,14 +245,15 @@ def test_unknown_gpu_mfu_unavailable_and_no_power():
         mon.add_flops(1e12)
         _run_for(mon, clock, 1.2)
     mon.stop()
-    w = by_name(mon.stage_dicts())["Work"]
+    w = by_name(dicts(mon))["Work"]
     assert w["mfu"]["value"] is None and w["mfu"]["reason"] == "GPU not in catalog (NVIDIA Imaginary 9000)"
     assert w["tflops_per_s"]["value"] == pytest.approx(1 / 1.2, rel=1e-3)
     assert w["energy_j"]["value"] is None and "not supported" in w["energy_j"]["reason"]
 
 
 def test_monitor_mfu_is_flops_mfu(monkeypatch):
-    from wan_enhanced.monitor import core, flops
+    from wan_enhanced.monitor import flops
+    from wan_enhanced.report import window as core
 
     assert core.mfu is flops.mfu  # the tested function is the one production uses
     calls = []
@@ -261,7 +268,7 @@ def test_monitor_mfu_is_flops_mfu(monkeypatch):
         mon.add_flops(2e12)
         _run_for(mon, clock, 1.0)
     mon.stop()
-    w = by_name(mon.stage_dicts())["Work"]
+    w = by_name(dicts(mon))["Work"]
     assert w["mfu"]["value"] == 12.5 and w["mfu"]["source"] == "catalog"
     assert calls and calls[-1][0] == 2e12 and calls[-1][2] == 989.0
 
@@ -321,7 +328,7 @@ def test_real_sampler_thread_runs_and_stops():
         time.sleep(0.3)
     mon.stop()
     assert 4 <= clock_backend.reads <= 12
-    total = mon.stage_dicts()[0]
+    total = dicts(mon)[0]
     assert total["sm"]["value"] == pytest.approx(42.0)
     assert mon.sampler._thread is None
 
@@ -367,14 +374,15 @@ def test_monitor_memory_metrics_with_fake_allocator():
                 fake.alloc(1 * gib)
                 fake.free(1 * gib)
     mon.stop()
-    s = by_name(mon.stage_dicts())
+    s = by_name(dicts(mon))
     mem = s["Denoising"]["memory"]
     assert mem["start_gb"]["value"] == 10 and mem["peak_gb"]["value"] == 13
     assert mem["static_gb"]["value"] == 10 and mem["dynamic_gb"]["value"] == 3
     assert s["Step_1"]["memory"]["peak_gb"]["value"] == 11
     assert s["Total"]["memory"]["peak_gb"]["value"] == 13
     assert s["Load_DiT"]["memory"]["end_gb"]["value"] == 10
-    assert mon.run_memory()["peak_gb"]["value"] == 13
+    run = mon.measure()
+    assert run.run_mem.peak == 13 * gib and run.memory_reason is None
 
 
 # --------------------------------------------------------------------------- catalog
@@ -424,9 +432,9 @@ def test_nan_readings_become_gaps_and_last_sample_waits_for_gpm():
         clock.advance(0.2)
         mon.sampler.tick()
     mon.stop()
-    s = mon.stage_dicts()[0]
+    s = dicts(mon)[0]
     assert s["sm"]["value"] is None and s["sm"]["source"] == "unavailable"
-    assert all(v is None for v in mon.timeline()["sm_percent"])
+    assert all(v is None for v in timeline_dict(mon.measure())["sm_percent"])
 
     real = FakeBackend(time.perf_counter, lambda t: 50.0, min_interval_s=0.1)
     mon = Monitor("cpu", backend=real, sampler_thread=False)
@@ -436,3 +444,98 @@ def test_nan_readings_become_gaps_and_last_sample_waits_for_gpm():
     assert time.perf_counter() - t0 >= 0.09
     samples = mon.sampler.samples()
     assert samples[-1].t1 - samples[-1].t0 >= 0.09
+
+
+# --------------------------------------------------------------------------- typed measurements, energy at edges
+
+def _two_level_power(t: float) -> float:
+    """Counter (J) of a GPU at 50 W until clock 101 s, then 150 W (clock starts at 100 s)."""
+    rel = t - 100.0
+    return 50.0 * min(rel, 1.0) + 150.0 * max(0.0, rel - 1.0)
+
+
+def _energy_run(**kw):
+    """Samples only at 100 s and 102 s; a 1.5 s stage from 100.3 s to 101.8 s and a 0.3 s one after it."""
+    clock = FakeClock(100.0)
+    backend = FakeBackend(clock, lambda t: 50.0, energy_at=_two_level_power, **kw)
+    mon = Monitor("cpu", sample_interval_s=0.1, backend=backend, clock=clock, sampler_thread=False)
+    mon.start()
+    clock.advance(0.3)
+    with mon.stage("Long"):
+        clock.advance(1.5)
+    with mon.stage("Short"):
+        clock.advance(0.1)
+    clock.advance(0.1)
+    mon.sampler.tick()
+    mon.stop()
+    return mon, backend
+
+
+def test_energy_is_the_counter_difference_at_the_window_edges():
+    mon, backend = _energy_run()
+    run = mon.measure()
+    long_, short = (s.window for s in run.stages)
+    # edges: E(101.8) - E(100.3) = (50 + 120) - 15; the timeline (reads at 100 and 102 only) would say 150
+    assert long_.energy_j.value == pytest.approx(155.0) and long_.energy_j.source == "nvml_energy"
+    assert long_.energy_method == "counter-edges"
+    # shorter than ENERGY_COUNTER_MIN_S: the sampler's mean power × duration, not a quantized counter difference
+    assert short.energy_method == "power-x-time-short" and short.energy_j.source == "nvml_power"
+    assert short.energy_j.value == pytest.approx(100.0 * 0.1)
+    # the whole run: counter at start() and stop()
+    assert run.run.energy_method == "counter-edges" and run.run.energy_j.value == pytest.approx(_two_level_power(102.0))
+    assert backend.energy_reads >= 6  # start, stop and two edges per stage
+    d = by_name(dicts(mon))
+    assert d["Long"]["energy_j"] == {"value": 155.0, "unit": "J", "source": "nvml_energy", "reason": None}
+    assert "energy counter updates only every ~100 ms" in d["Short"]["energy_j"]["reason"]
+
+
+def test_energy_without_edge_reads_falls_back_to_the_timeline_then_to_power():
+    mon, _ = _energy_run(edge_energy=False)
+    long_ = mon.measure().stages[0].window
+    assert long_.energy_method == "counter-timeline" and long_.energy_j.value == pytest.approx(150.0)
+    mon, _ = _energy_run(energy_counter=False)
+    long_ = mon.measure().stages[0].window
+    assert long_.energy_method == "power-x-time" and long_.energy_j.value == pytest.approx(100.0 * 1.5)
+    assert by_name(dicts(mon))["Long"]["energy_j"]["reason"] == "energy counter unavailable: mean power × duration"
+
+
+def test_measurements_are_typed_in_base_units():
+    from wan_enhanced.monitor import Metric, RunMeasurement, StageMeasurement, WindowMeasurement
+    from wan_enhanced.monitor.metrics import NEEDS_GPM, NO_SAMPLE
+
+    fake = FakeAllocator()
+    mon, clock, _ = _scripted_monitor(sm_source="nvml_util")
+    fake.install(mon.memory)
+    with mon.stage("Total"):
+        fake.alloc(3 << 30)
+        mon.add_flops(7.0)
+        _run_for(mon, clock, 1.0)
+    mon.stop()
+    run = mon.measure()
+    assert isinstance(run, RunMeasurement) and isinstance(run.run, WindowMeasurement)
+    st = run.stages[0]
+    assert isinstance(st, StageMeasurement) and st.record.name == "Total" and st.flops == 7.0
+    w = st.window
+    assert w.sm == Metric(10.0, "%", "nvml_util") and w.sm_occupancy == Metric.missing("%", NEEDS_GPM)
+    assert w.nvml_used_bytes == Metric(3 << 30, "B", "nvml") and w.cpu_s.unit == "s"
+    assert st.record.mem.peak == 3 << 30  # bytes; GiB and rounding are the report's
+    assert Metric(float("nan"), "W", "nvml_power") == Metric.missing("W", None)  # type: ignore[arg-type]
+    assert Metric.of(None, "W", "nvml_power").reason == NO_SAMPLE
+    assert not hasattr(mon, "stage_dicts")  # stage objects are the report's: report.build.stage_dicts
+
+
+def test_monitor_knows_nothing_of_wan_or_the_report():
+    import ast
+    import pathlib
+
+    import wan_enhanced.monitor as pkg
+    from wan_enhanced.monitor import backend, flops
+
+    for path in pathlib.Path(pkg.__file__).parent.glob("*.py"):
+        mods = {(node.level, node.module or "") for node in ast.walk(ast.parse(path.read_text()))
+                if isinstance(node, ast.ImportFrom)}
+        outside = {m for lvl, m in mods if lvl == 2 and m != ""} - {"errors"}
+        # nothing in the monitor reaches the report, the stage registry or the models
+        assert outside == set(), (path.name, outside)
+    assert not hasattr(backend.NvmlBackend, "energy_supported")
+    assert not hasattr(flops, "dit_forward_flops") and not hasattr(flops, "FlopCount")  # no re-export shim

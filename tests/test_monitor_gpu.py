@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from wan_enhanced.monitor import Monitor
+from wan_enhanced.report.build import stage_dicts
 
 pytestmark = pytest.mark.gpu
 
@@ -133,7 +134,7 @@ def test_gpm_sm_matches_independent_reader():
     reader.stdin.close()
     reader.wait(timeout=30)
     mon.stop()
-    stages = {s["name"]: s for s in mon.stage_dicts()}
+    stages = {s["name"]: s for s in stage_dicts(mon.measure())}
     print(f"\nGPU: {mon.device_name}; bf16 {N}³ matmul {per_mm * 1e3:.2f} ms "
           f"({2 * N**3 / per_mm / 1e12:.0f} TFLOP/s)")
     for name in ("busy", "half"):

@@ -18,6 +18,7 @@ import torch
 from wan_enhanced.config import RunConfig, validate
 from wan_enhanced.monitor import Monitor
 from wan_enhanced.pipeline import NullMonitor, TI2VPipeline
+from wan_enhanced.report.build import stage_dicts
 
 pytestmark = pytest.mark.gpu
 
@@ -61,7 +62,7 @@ def test_denoise_sm_matches_independent_reader(loaded):
     reader.wait(timeout=30)
     mon.stop()
     pipe.monitor = NullMonitor()
-    ours = next(s for s in mon.stage_dicts() if s["name"] == "Denoising")
+    ours = next(s for s in stage_dicts(mon.measure()) if s["name"] == "Denoising")
     print(f"\n[Denoising {ours['duration_s']:.2f} s] ours: SM {ours['sm']['value']:.1f} % ({ours['sm']['source']}) | "
           f"independent GPM: SM {theirs['sm']:.1f} % | utilization.gpu {theirs['util_gpu']:.1f} %")
     assert ours["sm"]["source"] == "gpm"

@@ -13,24 +13,28 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from wan_enhanced.errors import UserError, WeightsError
-from wan_enhanced.models.official import (
+from wan_enhanced.models.checkpoint import (
     CONFIG_FILE,
     DIT_INDEX_FILE,
     T5_FILE,
     TOKENIZER_DIR,
     VAE_FILE,
-    LoadStats,
-    detect_official,
+    LoadResult,
+    detect_layout,
+    missing_files,
+    tokenizer_dir,
+)
+from wan_enhanced.models.official import (
     dit_shard_name,
     load_official_dit,
     load_official_t5,
-    load_official_tokenizer,
     load_official_vae,
     write_official_checkpoint,
 )
 from wan_enhanced.models.official_keys import dit_diffusers_to_official
 from wan_enhanced.models.presets import TINY
 from wan_enhanced.models.random_init import random_dit, random_t5, random_vae
+from wan_enhanced.models.tokenizer import load_tokenizer
 
 CPU = torch.device("cpu")
 SHARDS = [dit_shard_name(i, 3) for i in (1, 2, 3)]
@@ -89,7 +93,7 @@ def _raises_one_line(fn, *needles: str) -> str:
 
 
 def test_writer_makes_the_official_layout(written, tiny_models) -> None:
-    assert detect_official(written) == []
+    assert missing_files(written, "official") == [] and detect_layout(written) == "official"
     for name in (CONFIG_FILE, DIT_INDEX_FILE, T5_FILE, VAE_FILE, *SHARDS):
         assert (written / name).is_file(), name
     config = json.loads((written / CONFIG_FILE).read_text())
@@ -111,12 +115,14 @@ def test_writer_makes_the_official_layout(written, tiny_models) -> None:
 
 
 def test_detect_lists_missing_files(tmp_path, ckpt) -> None:
-    assert detect_official(tmp_path / "nowhere") == [CONFIG_FILE, DIT_INDEX_FILE, *SHARDS, T5_FILE, VAE_FILE,
-                                                     TOKENIZER_DIR + "/"]
-    (ckpt / SHARDS[1]).unlink()
+    assert missing_files(tmp_path / "nowhere", "official") == [CONFIG_FILE, DIT_INDEX_FILE, T5_FILE, VAE_FILE,
+                                                               TOKENIZER_DIR]
+    (ckpt / SHARDS[1]).unlink()  # a shard is the DiT loader's to name (test_missing_shard), not the layout's
     (ckpt / VAE_FILE).unlink()
     shutil.rmtree(ckpt / TOKENIZER_DIR)
-    assert detect_official(ckpt) == [SHARDS[1], VAE_FILE, TOKENIZER_DIR + "/"]
+    assert missing_files(ckpt, "official") == [VAE_FILE, TOKENIZER_DIR]
+    msg = _raises_one_line(lambda: detect_layout(ckpt), str(ckpt))
+    assert msg == f"--ckpt_dir {ckpt}: missing {VAE_FILE} (needed for --weights official)"
 
 
 # ------------------------------------------------------------------------------------ round trip
@@ -137,10 +143,11 @@ def test_dit_round_trip(written, tiny_models) -> None:
     t = torch.tensor([500])
     with torch.no_grad():
         assert torch.equal(model(x, t, ctx).sample, ref(x, t, ctx).sample)
-    assert isinstance(stats, LoadStats) and stats.model == "dit"
+    assert isinstance(stats, LoadResult) and stats.model == "dit"
+    assert (stats.kind, stats.layout) == ("official", "official")
     assert stats.files == [str(written / s) for s in SHARDS]
     assert stats.bytes_read == sum((written / s).stat().st_size for s in SHARDS)
-    assert stats.seconds > 0 and stats.gb_per_s > 0
+    assert stats.seconds > 0 and stats.gb_per_s == pytest.approx(stats.bytes_read / 1e9 / stats.seconds)
 
 
 def test_t5_round_trip(written, tiny_models) -> None:
@@ -152,6 +159,7 @@ def test_t5_round_trip(written, tiny_models) -> None:
     with torch.no_grad():
         assert torch.equal(model(input_ids=ids).last_hidden_state, tiny_models["t5"](input_ids=ids).last_hidden_state)
     assert stats.files == [str(written / T5_FILE)] and stats.bytes_read == (written / T5_FILE).stat().st_size
+    assert isinstance(stats, LoadResult) and stats.model == "text_encoder" and stats.kind == "official"
 
 
 def test_vae_round_trip(written, tiny_models) -> None:
@@ -170,7 +178,7 @@ def test_t5_fp16_keeps_wo_in_fp32(written) -> None:
 
 
 def test_tokenizer_round_trip(written) -> None:
-    tok = load_official_tokenizer(written)
+    tok = load_tokenizer(tokenizer_dir(written, "official"))
     assert tok("a cat").input_ids[:2] == [3, 4]
 
 
@@ -299,7 +307,8 @@ def test_pth_unreadable(ckpt) -> None:
 
 def test_tokenizer_missing(ckpt) -> None:
     shutil.rmtree(ckpt / TOKENIZER_DIR)
-    _raises_one_line(lambda: load_official_tokenizer(ckpt), TOKENIZER_DIR)
+    msg = _raises_one_line(lambda: load_tokenizer(tokenizer_dir(ckpt, "official")), TOKENIZER_DIR)
+    assert msg == f"{ckpt / TOKENIZER_DIR}: tokenizer folder not found"
 
 
 def test_wrong_preset_shape_message_names_both_shapes(written) -> None:

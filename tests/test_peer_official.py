@@ -14,7 +14,9 @@ import torch
 
 from wan_enhanced import stages as st
 from wan_enhanced.peers import flash_attn_adapter as fa
-from wan_enhanced.peers import official_wan as ow
+from wan_enhanced.peers import official_import as oi
+from wan_enhanced.peers import official_timing as ot
+from wan_enhanced.peers import official_tiny as otiny
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -122,11 +124,11 @@ def test_install_puts_adapter_and_blocks_fa3():
 
 
 def test_stub_list_names_each_module_and_reason():
-    assert set(ow.STUBBED_MODULES) == {"wan.animate", "wan.speech2video"}
-    assert set(ow.STUBBED_IF_MISSING) == {"torchvision"}
-    for reason in (*ow.STUBBED_MODULES.values(), *ow.STUBBED_IF_MISSING.values(), *ow.CPU_SHIMS.values()):
+    assert set(oi.STUBBED_MODULES) == {"wan.animate", "wan.speech2video"}
+    assert set(oi.STUBBED_IF_MISSING) == {"torchvision"}
+    for reason in (*oi.STUBBED_MODULES.values(), *oi.STUBBED_IF_MISSING.values(), *oi.CPU_SHIMS.values()):
         assert reason and "\n" not in reason
-    placeholder = ow._placeholder_class("WanAnimate", "wan.animate")
+    placeholder = oi._placeholder_class("WanAnimate", "wan.animate")
     with pytest.raises(RuntimeError, match="stubbed module 'wan.animate'"):
         placeholder()
 
@@ -134,16 +136,16 @@ def test_stub_list_names_each_module_and_reason():
 def test_tiny_overrides_follow_the_preset():
     from wan_enhanced.models.presets import TI2V_5B, TINY
 
-    assert ow.config_overrides_for(TI2V_5B) == {}
-    over = ow.config_overrides_for(TINY)
+    assert otiny.config_overrides_for(TI2V_5B) == {}
+    over = otiny.config_overrides_for(TINY)
     assert over["dim"] == 48 and over["num_heads"] == 2 and over["text_len"] == TINY.text_len
-    assert ow._t5_dims(TINY)["dim_attn"] == TINY.t5["num_heads"] * TINY.t5["d_kv"]
+    assert otiny._t5_dims(TINY)["dim_attn"] == TINY.t5["num_heads"] * TINY.t5["d_kv"]
 
 
 def test_step_timer_with_a_fake_model_and_solver():
     """Two forwards then one solver step, three times: three steps, two forwards each, contiguous."""
-    clock = ow.StageClock(torch.device("cpu"))
-    timer = ow.StepTimer(clock)
+    clock = ot.StageClock(torch.device("cpu"))
+    timer = ot.StepTimer(clock)
     model = torch.nn.Linear(2, 2)
     hook = model.register_forward_pre_hook(timer.pre_forward)
 
@@ -154,7 +156,7 @@ def test_step_timer_with_a_fake_model_and_solver():
             type(self).calls += 1
             return x * 0.5
 
-    with ow._timed_solver_steps([Solver], timer):
+    with ot.timed_solver_steps([Solver], timer):
         x = torch.ones(1, 2)
         for _ in range(3):
             model(x)
@@ -238,7 +240,7 @@ def test_tiny_official_run_on_cpu(tmp_path):
     assert r["output_shape"] == [3, 9, 64, 64]
     assert r["flags"]["offload_model"] is False and r["flags"]["requested"]["offload_model"] is True
     assert set(r["stubs"]) >= {"wan.animate", "wan.speech2video"}
-    assert set(r["cpu_shims"]) <= set(ow.CPU_SHIMS) and "wan.modules.model.flash_attention" in r["cpu_shims"]
+    assert set(r["cpu_shims"]) <= set(oi.CPU_SHIMS) and "wan.modules.model.flash_attention" in r["cpu_shims"]
     # 2 layers x (self + cross) x 2 forwards x 3 steps went through our adapter
     assert r["adapter_calls"] == 2 * 2 * 2 * 3
     top = [s for s in r["stages"] if s["parent"] == "Total"]

@@ -160,7 +160,9 @@ def test_answer_table_first_measured_and_projected(tmp_path, h100, capsys):
     h, r4090, pro = table
     assert h.startswith("| NVIDIA H100 SXM | **1542** |") and "extrapolated from 2 steps" in h
     assert r4090.startswith("| NVIDIA GeForce RTX 4090 |") and "extrapolated from 2 steps" in r4090
-    assert "(projected)" in pro and "projected from" in pro and "rtx-pro" not in pro.split("|")[1]
+    assert pro.startswith("| NVIDIA RTX PRO 6000 Blackwell |") and "(projected)" in pro and "projected from" in pro
+    band = pm.workload()["projection_band"]["cross_arch"]  # Hopper → Blackwell: the cross-architecture band
+    assert f"±{band:g} %: validation, cross-architecture" in pro
     from wan_enhanced.bench.reportdata import peak_memory_gb
 
     need = peak_memory_gb(load_report(FIX / "rtx4090" / "01_Offload_Mode.json"), "reserved") + 1.0
@@ -247,7 +249,7 @@ def test_peers_bad_input_is_one_line_before_any_model(tmp_path, capsys, argv, ex
 
 
 def test_committed_validation_has_every_point_with_its_error():
-    v = json.loads((ROOT / "benchmarks" / "results" / "validation.json").read_text())
+    v = json.loads((ROOT / "benchmark" / "results" / "validation.json").read_text())
     keys = {p["key"] for p in v["points"]}
     assert {"official-readme-4090", "seed-fork-pro6000", "ours-h100-sxm-to-h200-sxm",
             "ours-h200-sxm-to-h100-sxm"} <= keys
@@ -263,7 +265,7 @@ def test_readme_answer_table_is_what_compare_computes_from_the_committed_runs():
     from wan_enhanced.bench.compare_inputs import collect
 
     catalog = load_gpus()
-    runs, _ = collect([ROOT / "benchmarks" / "results"], catalog)
+    runs, _ = collect([ROOT / "benchmark" / "results"], catalog)
     rows, _ = answer_rows(runs, catalog, None)
     readme = (ROOT / "README.md").read_text().split("## The answer")[1].split("\n\n")[2]
     short = {"h100-sxm": "H100 SXM", "h200-sxm": "H200 SXM", "rtx-4090": "RTX 4090",

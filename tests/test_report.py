@@ -264,11 +264,59 @@ def test_written_files_get_the_umask_mode_not_0600(tmp_path, umask):
 
 def test_one_value_accessor_everywhere():
     from wan_enhanced.bench import reportdata
-    from wan_enhanced.monitor import metrics
     from wan_enhanced.report import text
+    from wan_enhanced.report import values as metrics
 
     assert text.value_of is metrics.value_of and reportdata.value_of is metrics.value_of
     assert not hasattr(text, "_v") and not hasattr(reportdata, "mval")
     v = metrics.value_of
     assert v({"value": 2.5}) == 2.5 and v(3) == 3 and v({"value": None}) is None
     assert v(float("nan")) is None and v({"value": float("inf")}) is None and v(True) is None and v("1") is None
+
+
+def _rank_report(flops: float, with_energy: bool) -> dict:
+    clock = FakeClock()
+    mon = Monitor("cpu", backend=FakeBackend(clock, lambda t: 80.0, power_w=100.0 if with_energy else None),
+                  clock=clock, sampler_thread=False, device_name="NVIDIA H100 80GB HBM3")
+    with mon.stage("Total"):
+        with mon.stage("Denoising"):
+            for i in range(2):
+                with mon.stage(f"Step_{i}"):
+                    mon.add_flops(flops)
+                    clock.advance(0.6)
+                    mon.sampler.tick()
+                    with mon.stage("CFG_Exchange"):
+                        clock.advance(0.05)
+    return _report(mon)
+
+
+def test_multi_gpu_merge_goes_through_the_report_builder():
+    from types import SimpleNamespace
+
+    from wan_enhanced.report import build
+    from wan_enhanced.run import merge_ranks
+
+    par = SimpleNamespace(world_size=2, ulysses_size=1, cfg_parallel=True)
+    main, other = _rank_report(1e12, True), _rank_report(3e12, True)
+    main["system"]["gpu"] = {"name": "NVIDIA H100 80GB HBM3", "count": 1}
+    assert merge_ranks(main, None, par) is main and "parallel" not in main
+    merged = merge_ranks(copy.deepcopy(main), [main, other], par)
+    assert merged == build.merge_rank_reports(copy.deepcopy(main), [main, other], world_size=2, ulysses_size=1,
+                                              cfg_parallel=True)
+    p = merged["parallel"]
+    assert (p["world_size"], p["ulysses_size"], p["cfg_parallel"]) == (2, 1, True)
+    assert "all-gather of the two noise predictions" in p["communication"]["cfg_exchange"]
+    assert p["communication"]["ulysses_all_to_all"] == "none"
+    r0 = p["ranks"][0]
+    assert [s["name"] for s in r0["stages"]] == ["Total", "Denoising"]  # no steps, no exchanges
+    assert r0["communication_s"] == pytest.approx(0.1) and r0["status"] == "ok"
+    t = merged["totals"]
+    assert t["flops"] == {"value": 8e12, "unit": "FLOP", "source": "sum over 2 ranks",
+                          "reason": "all FLOPs recorded in the run"}
+    assert t["mfu"]["source"] == "mean over 2 ranks" and t["mfu"]["unit"] == "%"
+    assert t["mfu"]["value"] == pytest.approx((main["totals"]["mfu"]["value"] + other["totals"]["mfu"]["value"]) / 2)
+    assert t["energy_j"]["source"] == "sum over 2 ranks"
+    assert merged["system"]["gpu"]["count"] == 2
+    no_power = merge_ranks(copy.deepcopy(main), [main, _rank_report(1e12, False)], par)
+    assert no_power["totals"]["energy_j"] == {"value": None, "unit": "J", "source": "unavailable",
+                                              "reason": "not available on every one of the 2 ranks"}

@@ -1,4 +1,11 @@
-"""Command line: ``wan-enhanced generate | report | bench | compare`` (official Wan2.2 flag names)."""
+"""Command line: ``wan-enhanced generate | report | bench | compare`` (official Wan2.2 flag names).
+
+One argparse parser with a subcommand each; every user error (a ``UserError``, bad flags included)
+goes through one boundary (:func:`wan_enhanced.argparse_util.guarded`): one ``error: …`` line on
+stderr, exit code 2. The seed scripts use the same parsers under their own program names:
+``generate.py`` (:func:`generate_main`), ``format_report.py`` (:func:`report_main`),
+``benchmark/run.py`` (``bench.runner.bench_main``).
+"""
 
 from __future__ import annotations
 
@@ -6,90 +13,76 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from .argparse_util import OneLineParser
-from .config import SOLVERS, VAE_DTYPES, WEIGHT_KINDS, RunConfig, parse_bool, validate
-from .errors import UserError
-from .fastpath import ATTENTION_BACKENDS, COMPILE_MODES, VAE_LAYOUTS
-from .models.presets import PRESETS
+from .argparse_util import OneLineParser, guarded
 
+if TYPE_CHECKING:
+    from .config import RunConfig
 
-def _bool_flag(name: str):
-    def parse(value: str) -> bool:
-        try:
-            return parse_bool(value, name)
-        except UserError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
+# The generation stack (flags → fastpath → torch) is imported where it is needed, so that
+# ``format_report.py`` stays light.
 
-    parse.__name__ = "bool"
-    return parse
-
-
-def add_generate_args(p: argparse.ArgumentParser) -> None:
-    """The generate flags: official Wan2.2 names and TI2V-5B defaults (see README's flag table)."""
-    p.add_argument("--task", default="ti2v-5B", help=f"one of {', '.join(PRESETS)} (default ti2v-5B)")
-    p.add_argument("--size", default=None, help="W*H; ti2v-5B: 1280*704 (default) or 704*1280")
-    p.add_argument("--frame_num", type=int, default=None, help="frames, 4n+1 (default 121 for ti2v-5B)")
-    p.add_argument("--sample_steps", type=int, default=None, help="denoising steps (default 50)")
-    p.add_argument("--sample_shift", type=float, default=None, help="flow shift (default 5.0)")
-    p.add_argument("--sample_guide_scale", type=float, default=None, help="CFG scale (default 5.0)")
-    p.add_argument("--sample_solver", default="unipc", help=f"one of {', '.join(SOLVERS)}")
-    p.add_argument("--base_seed", type=int, default=42)
-    p.add_argument("--prompt", default=None)
-    p.add_argument("--negative_prompt", default=None, help="default: the official negative prompt")
-    p.add_argument("--image", default=None, help="input image: makes it image→video")
-    p.add_argument("--ckpt_dir", default=None, help="diffusers-layout or official-layout checkpoint dir")
-    p.add_argument("--weights", default="auto", help=f"one of {', '.join(WEIGHT_KINDS)}")
-    p.add_argument("--offload_model", type=_bool_flag("offload_model"), default=None,
-                   help="True/False: move each model to CPU when its stage ends (official default: True on one GPU)")
-    p.add_argument("--t5_cpu", action="store_true", help="run the text encoder on the CPU")
-    p.add_argument("--convert_model_dtype", action="store_true",
-                   help="cast the DiT to bf16 (always done here: bf16 is the default)")
-    p.add_argument("--ulysses_size", type=int, default=1, help="Ulysses sequence-parallel degree (torchrun)")
-    p.add_argument("--cfg_parallel", action="store_true",
-                   help="run the cond/uncond CFG passes on two GPU groups (torchrun, N = 2 x ulysses_size)")
-    p.add_argument("--save_file", default=None, help="output .mp4 (24 fps)")
-    p.add_argument("--save_latents", default=None, help="also save the denoised latents (torch .pt)")
-    p.add_argument("--report_file", default=None, help="write the JSON performance report here")
-    p.add_argument("--memory_budget_gb", type=float, default=None,
-                   help="cap this process's GPU memory (does it fit a 24/16 GB card?)")
-    p.add_argument("--vae_dtype", default="auto",
-                   help=f"one of {', '.join(VAE_DTYPES)} (auto: bf16 on GPU, fp32 on CPU)")
-    p.add_argument("--compile", default="auto",
-                   help=f"one of {', '.join(COMPILE_MODES)} (auto: regional torch.compile of the DiT blocks on GPU)")
-    p.add_argument("--attention_backend", default="auto", help=f"one of {', '.join(ATTENTION_BACKENDS)}")
-    p.add_argument("--vae_layout", default="auto",
-                   help=f"one of {', '.join(VAE_LAYOUTS)} (memory layout of the VAE convolutions; same output to rounding)")
-    p.add_argument("--device", default=None, help="cuda (default when present), cuda:N or cpu")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+PROG = "wan-enhanced"
+# Subcommand -> its one line in ``wan-enhanced --help``.
+COMMANDS = {
+    "generate": "text/image → video with a performance report",
+    "report": "print the text analysis of a JSON report",
+    "bench": "run the benchmark suite and write benchmark_report.md",
+    "compare": "the standard job across GPUs: time, fit and cost",
+}
+GENERATE_DESCRIPTION = "Wan2.2 TI2V-5B text/image → video"
+REPORT_DESCRIPTION = "Print the text analysis of a wan-enhanced JSON report"
 
 
 def config_from_args(ns: argparse.Namespace) -> RunConfig:
     """Build (unvalidated) RunConfig from parsed flags."""
-    fields = {k: v for k, v in vars(ns).items() if k in RunConfig.__dataclass_fields__ and v is not None}
-    return RunConfig(**fields)
+    from .config import RunConfig
+
+    return RunConfig.from_flags(vars(ns))
 
 
-def generate_main(argv: Sequence[str] | None = None) -> int:
-    """``generate``: validate flags (exit 2 on bad input), run, write the report; returns exit code."""
-    parser = OneLineParser(prog="generate.py", description="Wan2.2 TI2V-5B text/image → video")
-    add_generate_args(parser)
+def generate_parser(prog: str = f"{PROG} generate") -> OneLineParser:
+    """The ``generate`` parser, generated from the flag table (``wan_enhanced.flags``)."""
+    from .flags import add_generate_args
+
+    p = OneLineParser(prog=prog, description=GENERATE_DESCRIPTION)
+    add_generate_args(p)
+    return p
+
+
+def _add_report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("report", metavar="REPORT.json", help="a report written by generate --report_file")
+
+
+def build_parser(prog: str = PROG) -> OneLineParser:
+    """``wan-enhanced`` with its four subcommands (each sub-help names ``wan-enhanced <command>``)."""
+    from .bench.compare import build_parser as compare_parser
+    from .bench.runner import build_parser as bench_parser
+    from .flags import add_generate_args
+
+    p = OneLineParser(prog=prog, description="Wan2.2 TI2V-5B generation with per-stage monitoring")
+    sub = p.add_subparsers(dest="command", metavar="command", required=True, parser_class=OneLineParser)
+    g = sub.add_parser("generate", help=COMMANDS["generate"], description=GENERATE_DESCRIPTION)
+    add_generate_args(g)
+    _add_report_args(sub.add_parser("report", help=COMMANDS["report"], description=REPORT_DESCRIPTION))
+    for name, make in (("bench", bench_parser), ("compare", compare_parser)):
+        own = make()
+        sub.add_parser(name, parents=[own], add_help=False, help=COMMANDS[name], description=own.description)
+    return p
+
+
+def _generate(ns: argparse.Namespace) -> int:
+    """Validate (before any weights load), run, write the report; returns the exit code."""
+    from .config import validate
+
     logging.basicConfig(level=logging.INFO, format="[wan-enhanced] %(message)s")
-    try:
-        ns = parser.parse_args(argv)
-        cfg = validate(config_from_args(ns))
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    cfg = validate(config_from_args(ns))
     print(f"[wan-enhanced] task {cfg.task} {cfg.size} {cfg.frame_num} frames, {cfg.sample_steps} steps, "
           f"{'i2v' if cfg.is_i2v else 't2v'} on {cfg.device}; weights: {cfg.weights_note}", file=sys.stderr)
     from .run import run_generation
 
-    try:
-        outcome = run_generation(cfg, progress=not ns.quiet)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    outcome = run_generation(cfg, progress=not ns.quiet)
     if outcome.status == "ok":
         t = outcome.report["totals"] if outcome.report else {}
         wall = (t.get("wall_s") or {}).get("value")
@@ -104,27 +97,52 @@ def generate_main(argv: Sequence[str] | None = None) -> int:
     return outcome.exit_code
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``wan-enhanced`` console script."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    commands = ("generate", "report", "bench", "compare")
-    if not argv or argv[0] not in commands:
-        print(f"usage: wan-enhanced {{{','.join(commands)}}} ...", file=sys.stderr)
-        return 2
-    cmd, rest = argv[0], argv[1:]
-    if cmd == "generate":
-        return generate_main(rest)
-    if cmd == "report":
-        from .report.text import report_main
+def _report(ns: argparse.Namespace) -> int:
+    from .report.schema import load_report
+    from .report.text import format_report
 
-        return report_main(rest)
-    if cmd == "bench":
-        from .bench.runner import bench_main
+    sys.stdout.write(format_report(load_report(ns.report)))
+    return 0
 
-        return bench_main(rest)
+
+def generate_main(argv: Sequence[str] | None = None, prog: str = "generate.py") -> int:
+    """``generate.py``: the generate flags alone; returns the exit code (2 on bad input)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    return guarded(lambda: _generate(generate_parser(prog).parse_args(args)))
+
+
+def report_main(argv: Sequence[str] | None = None, prog: str = "format_report.py") -> int:
+    """``format_report.py REPORT.json``: print the text report; returns the exit code (2 on bad input)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    p = OneLineParser(prog=prog, description=REPORT_DESCRIPTION)
+    _add_report_args(p)
+    return guarded(lambda: _report(p.parse_args(args)))
+
+
+def _dispatch(argv: list[str]) -> int:
+    ns = build_parser().parse_args(argv)  # every subcommand's flags are checked here
+    rest = argv[argv.index(ns.command) + 1:]
+    if ns.command == "generate":
+        return _generate(ns)
+    if ns.command == "report":
+        return _report(ns)
+    if ns.command == "bench":
+        from .bench.runner import run_bench
+
+        return run_bench(rest)
     from .bench.compare import compare_main
 
     return compare_main(rest)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``wan-enhanced`` console script; returns the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["bench"]:
+        from .bench.runner import INTERRUPTED
+
+        return guarded(lambda: _dispatch(args), interrupted=INTERRUPTED)
+    return guarded(lambda: _dispatch(args))
 
 
 if __name__ == "__main__":

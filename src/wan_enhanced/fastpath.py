@@ -51,7 +51,7 @@ ATTENTION_BACKENDS = {
 COMPILE_MODES = ("auto", "none", "blocks")
 VAE_LAYOUTS = ("auto", "contiguous", "channels_last")
 # What ``--vae_layout auto`` means per device type. CUDA: from the H100/H200 measurement of
-# benchmark/perf_fastpath.py --sections vae (benchmarks/results/h100/s3, h200/s3). The CPU keeps the
+# benchmark/perf_fastpath.py --sections vae (benchmark/results/h100/s3, h200/s3). The CPU keeps the
 # contiguous layout: not measured there, and CPU decoding is for the tiny preset only.
 VAE_LAYOUT_AUTO = {"cuda": "channels_last", "cpu": "contiguous"}
 
@@ -80,7 +80,7 @@ class FastPath:
         backend = self.attention_backend
         note = self.attention_note
         if backend == "auto" and device.type == "cuda" and not context_parallel and fa4_unavailable(device) is None:
-            # Measured on H100 and H200 (benchmarks/results/*/s4): FA4 0.833 s per compiled forward vs
+            # Measured on H100 and H200 (benchmark/results/*/s4): FA4 0.833 s per compiled forward vs
             # 0.915 s with cuDNN, 1.033 vs 1.151 s eager; the same error against fp32 as cuDNN.
             backend, note = "flash4", AUTO_FA4_NOTE
         elif backend == "auto" and compile_mode == "blocks" and device.type == "cuda":

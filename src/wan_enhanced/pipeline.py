@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from . import stages
 from .config import RunConfig
 from .fastpath import FastPath
-from .models.loading import LoadInfo, ModelLoader
+from .models.loading import LoadResult, ModelLoader
 from .parallel import ParallelContext, apply_ulysses
 from .residency import Residency
 from .video import save_mp4
@@ -81,7 +81,7 @@ class GenerationResult:
     frames: np.ndarray | None = None
     video_path: str | None = None
     latents_path: str | None = None
-    load_info: list[LoadInfo] = field(default_factory=list)
+    load_info: list[LoadResult] = field(default_factory=list)
     tokenizer: str = ""
 
 
@@ -137,7 +137,7 @@ class TI2VPipeline:
     @property
     def num_tokens(self) -> int:
         """Video tokens the DiT attends over."""
-        from .monitor.flops import video_tokens
+        from .models.flops import video_tokens
 
         w, h = self.cfg.width_height
         return video_tokens(self.cfg.frame_num, h, w, self.preset.vae_stride, self.preset.patch_size)
@@ -192,7 +192,7 @@ class TI2VPipeline:
         ids, mask = tok.input_ids[:, :seq_len].to(dev), tok.attention_mask[:, :seq_len].to(dev)
         hidden = t5(ids, mask).last_hidden_state[0]
         if self.flops:  # FLOPs are planned (the monitor is installed): exact for this prompt's length
-            from .monitor.flops import t5_encoder_flops
+            from .models.flops import t5_encoder_flops
 
             self.monitor.add_flops(t5_encoder_flops(self.preset.t5, seq_len).total)
         out = torch.zeros(1, text_len, hidden.shape[-1], dtype=self.dtype, device=self.device)
@@ -298,7 +298,7 @@ class TI2VPipeline:
     def _flops_plan(self) -> dict[str, float]:
         """Analytic / estimated FLOPs of each unit of work of this run (empty if unavailable)."""
         try:
-            from .monitor import flops
+            from .models import flops
         except ImportError:  # pragma: no cover - monitor not installed
             return {}
         p, n, text_len = self.preset, self.num_tokens, self.preset.text_len

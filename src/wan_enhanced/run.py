@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from .errors import UserError
 from .parallel import ParallelContext, init_parallel, shutdown
 from .pipeline import GenerationResult, TI2VPipeline
 from .residency import apply_memory_budget
-from .stages import CFG_EXCHANGE, TOTAL, is_step
+from .stages import TOTAL
 
 log = logging.getLogger("wan_enhanced")
 
@@ -75,13 +75,14 @@ def run_generation(cfg: RunConfig, *, progress: bool = True, sample_interval_s: 
     its own report (``<report>.rank<N>.json``) and ends the process, which makes torchrun stop the rest.
     """
     from .monitor import Monitor
-    from .report.schema import build_report, write_report
+    from .report.build import build_report
+    from .report.schema import write_report
 
     device = torch.device(cfg.device or "cpu")
     par = init_parallel(cfg.ulysses_size, cfg.cfg_parallel, device.type)
     if par.enabled and device.type == "cuda":
         device = torch.device("cuda", par.local_rank)
-        cfg.device = str(device)
+        cfg = replace(cfg, device=str(device))
     if device.type == "cuda":
         if device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
@@ -154,48 +155,11 @@ def run_generation(cfg: RunConfig, *, progress: bool = True, sample_interval_s: 
 
 
 def merge_ranks(main: dict[str, Any], reports: list[dict[str, Any]] | None, par: ParallelContext) -> dict[str, Any]:
-    """Rank 0's report plus, per rank, its stage times, memory and SM%, and the measured communication."""
+    """Rank 0's report plus, per rank, its stage times, memory and SM%, and the measured communication
+    (built by ``report.build.merge_rank_reports``, the report's one producer)."""
     if reports is None:
         return main
-    ranks = []
-    for r, rep in enumerate(reports):
-        stages = rep.get("stages", [])
-        comm = [s["duration_s"] for s in stages if s["name"] == CFG_EXCHANGE.name]
-        ranks.append({
-            "rank": r,
-            "status": rep.get("status"),
-            "gpu": (rep.get("system", {}).get("gpu") or {}).get("name"),
-            "stages": [{"name": s["name"], "parent": s.get("parent"), "duration_s": s["duration_s"],
-                        "peak_gb": s.get("memory", {}).get("peak_gb"), "sm": s.get("sm")} for s in stages
-                       if not is_step(s["name"]) and s["name"] != CFG_EXCHANGE.name],
-            "totals": rep.get("totals", {}),
-            "communication_s": sum(comm) if comm else None,
-        })
-    comm_note = (f"{CFG_EXCHANGE.name} stages: all-gather of the two noise predictions, "
-                 "including waiting for the partner" if par.cfg_parallel else None)
-    main["parallel"] = {
-        "world_size": par.world_size, "ulysses_size": par.ulysses_size, "cfg_parallel": par.cfg_parallel,
-        "communication": {
-            "cfg_exchange": comm_note or "no CFG parallel",
-            "ulysses_all_to_all": ("unavailable: runs inside each attention call on the compute stream; "
-                                   "not separable without a profiler trace") if par.ulysses_size > 1 else "none",
-        },
-        "ranks": ranks,
-    }
-    totals = main.setdefault("totals", {})
-    n = len(reports)
-    for key, how in (("flops", sum), ("energy_j", sum), ("tflops_per_s", sum),
-                     ("mfu", lambda v: sum(v) / len(v))):
-        vals = [((rep.get("totals") or {}).get(key) or {}).get("value") for rep in reports]
-        old = totals.get(key) or {}
-        if any(v is None for v in vals):
-            totals[key] = {"value": None, "unit": old.get("unit", ""), "source": "unavailable",
-                           "reason": f"not available on every one of the {n} ranks"}
-        else:
-            what = "sum" if how is sum else "mean"
-            totals[key] = {"value": how(vals), "unit": old.get("unit", ""), "source": f"{what} over {n} ranks",
-                           "reason": old.get("reason")}
-    gpu = (main.get("system") or {}).get("gpu")
-    if gpu:
-        gpu["count"] = par.world_size  # GPUs this run used (one per rank)
-    return main
+    from .report.build import merge_rank_reports
+
+    return merge_rank_reports(main, reports, world_size=par.world_size, ulysses_size=par.ulysses_size,
+                              cfg_parallel=par.cfg_parallel)

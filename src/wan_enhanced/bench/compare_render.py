@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import stages as st
-from ..monitor.metrics import fmt_num
+from ..report.values import fmt_num
 from . import reportdata as rd
 from .answer import JOB_TITLE, AnswerRow
 from .compare_inputs import Measured, PeerFile

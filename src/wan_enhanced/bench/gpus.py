@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..monitor.catalog import catalog_path, load_catalog, match_gpu
-from ..monitor.metrics import value_of
+from ..report.values import value_of
 
 
 def load_gpus(path: str | Path | None = None) -> list[dict[str, Any]]:

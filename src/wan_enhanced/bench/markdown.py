@@ -12,8 +12,8 @@ from typing import Any
 
 from .. import stages as sk
 from ..errors import ReportError
-from ..monitor.metrics import fmt_num, value_of
 from ..report.text import error_text
+from ..report.values import fmt_num, value_of
 from . import reportdata as rd
 from .charts import prepare_output, stage_time_chart, timeline_chart
 from .manifest import MANIFEST, load_manifest

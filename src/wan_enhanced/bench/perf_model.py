@@ -25,7 +25,7 @@ from importlib import resources
 from typing import Any
 
 from ..errors import ConfigError
-from ..monitor.flops import dit_forward_flops
+from ..models.flops import dit_forward_flops
 
 GEMM_KEYS = ("patch_embedding", "time_embedding", "time_projection", "text_embedding", "self_attn_qkvo",
              "cross_attn_q_o", "cross_attn_kv", "ffn", "proj_out")

@@ -194,7 +194,7 @@ def profile_from_peer(record: dict[str, Any], meta: dict[str, Any], entry: dict[
     """A profile of one peer record of ``benchmark/peers.py`` (``meta``: that file's ``meta``)."""
     preset = get_preset(str(meta.get("task") or "ti2v-5B"))
     w, h = map(int, str(meta["size"]).split("*"))
-    from ..monitor.flops import video_tokens
+    from ..models.flops import video_tokens
 
     tokens = video_tokens(int(meta["frame_num"]), h, w, preset.vae_stride, preset.patch_size)
     flags = record.get("flags") or {}

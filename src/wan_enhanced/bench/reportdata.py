@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..monitor.metrics import value_of
 from ..report.schema import gpus_used, peak_memory, peak_memory_gb
+from ..report.values import value_of
 
-__all__ = ["GpuId", "children", "duration", "gpu_of", "mreason", "msource", "peak_memory", "peak_memory_gb",
+__all__ = ["GpuId", "duration", "gpu_of", "mreason", "msource", "peak_memory", "peak_memory_gb",
            "read_report", "roots", "stages", "text_report", "top_stages", "total", "value_of", "wall_s"]
 
 
@@ -65,11 +65,6 @@ def top_stages(report: dict[str, Any]) -> list[dict[str, Any]]:
     root_names = {s["name"] for s in roots(report)}
     kids = [s for s in stages(report) if s.get("parent") in root_names]
     return kids or roots(report)
-
-
-def children(report: dict[str, Any], name: str) -> list[dict[str, Any]]:
-    """Direct children of stage ``name``."""
-    return [s for s in stages(report) if s.get("parent") == name]
 
 
 def duration(stage: dict[str, Any]) -> float:

@@ -29,8 +29,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..argparse_util import OneLineParser
-from ..errors import ConfigError, ReportError, UserError
+from ..argparse_util import OneLineParser, guarded
+from ..errors import ConfigError, ReportError
+from ..flags import to_argv
 from .manifest import (
     MANIFEST,
     SUITE_SCHEMA,
@@ -44,6 +45,7 @@ from .markdown import write_suite_report
 from .reportdata import read_report, text_report
 from .suite_config import SuiteConfig, apply_overrides, case_argv, check_case_values, load_suite_config
 
+INTERRUPTED = "interrupted: resume with --resume"
 PACKAGE_SRC = Path(__file__).resolve().parents[2]  # the directory holding ``wan_enhanced``
 
 
@@ -281,9 +283,8 @@ def run_suite(suite: SuiteConfig, run_dir: Path, *, root: Path | None = None,
         for stale in (report_path, run_dir / entry["text"]):
             stale.unlink(missing_ok=True)
         cmd = generate_command(case.nproc, generate_cmd) + list(entry["argv"])
-        if "save_file" not in case.flags:
-            cmd += ["--save_file", str(run_dir / f"{case.name}.mp4")]
-        cmd += ["--report_file", str(report_path), "--quiet"]
+        own = {"save_file": str(run_dir / f"{case.name}.mp4")} if "save_file" not in case.flags else {}
+        cmd += to_argv({**own, "report_file": str(report_path), "quiet": True})
         entry["command"] = cmd
         entry["started"] = _utcnow()
         t0 = time.perf_counter()
@@ -340,15 +341,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def bench_main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """``wan-enhanced bench`` / ``benchmark/run.py``: returns the exit code (see module docstring)."""
-    out = out or sys.stdout
-    try:
-        return _bench(list(sys.argv[1:] if argv is None else argv), out)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: resume with --resume", file=sys.stderr, flush=True)
-        return 130
+    args = list(sys.argv[1:] if argv is None else argv)
+    return guarded(lambda: run_bench(args, out), interrupted=INTERRUPTED)
+
+
+def run_bench(argv: Sequence[str], out: TextIO | None = None) -> int:
+    """The bench command without its error boundary: raises ``UserError`` on bad input."""
+    return _bench(list(argv), out or sys.stdout)
 
 
 def _bench(argv: list[str], out: TextIO) -> int:

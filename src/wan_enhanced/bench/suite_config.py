@@ -31,79 +31,17 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, UserError
-from ..models.presets import PRESETS
+from ..flags import CONFIG_FLAGS, DEVICE_RE, FLAGS, SIZE_RE, to_argv
 
-# Flag name -> kind. Kinds: "int", "float", "str", "bool" (passed as True/False), "switch"
-# (store_true flag: passed bare when true), a tuple (allowed strings), "size" (W*H), "device".
-# Choices other than the task (solver, weights, vae_dtype, ...) are checked by generate's own
-# validation in :func:`check_case_values`, so they cannot drift from the CLI.
-_KNOWN_KINDS: dict[str, Any] = {
-    "task": tuple(PRESETS),
-    "size": "size",
-    "frame_num": "int",
-    "sample_steps": "int",
-    "sample_shift": "float",
-    "sample_guide_scale": "float",
-    "sample_solver": "str",
-    "base_seed": "int",
-    "prompt": "str",
-    "negative_prompt": "str",
-    "image": "str",
-    "ckpt_dir": "str",
-    "offload_model": "bool",
-    "t5_cpu": "switch",
-    "convert_model_dtype": "switch",
-    "ulysses_size": "int",
-    "cfg_parallel": "switch",
-    "save_file": "str",
-    "report_file": "str",
-    "weights": "str",
-    "memory_budget_gb": "float",
-    "vae_dtype": "str",
-    "compile": "str",
-    "attention_backend": "str",
-    "device": "device",
-}
-
-
-def _flag_kinds() -> dict[str, Any]:
-    """Every generate flag and its kind: the table above plus any other ``RunConfig`` field.
-
-    Fields generate added later are typed from their annotation (a ``bool`` defaulting to False is
-    a store_true switch, ``bool | None`` a True/False flag); internal fields (``repr=False``) are
-    not flags.
-    """
-    import dataclasses
-
-    from ..config import RunConfig
-
-    kinds: dict[str, Any] = {}
-    for f in dataclasses.fields(RunConfig):
-        if not f.repr:
-            continue
-        if f.name in _KNOWN_KINDS:
-            kinds[f.name] = _KNOWN_KINDS[f.name]
-            continue
-        ann = str(f.type)
-        if "bool" in ann:
-            kinds[f.name] = "switch" if f.default is False else "bool"
-        elif "int" in ann:
-            kinds[f.name] = "int"
-        elif "float" in ann:
-            kinds[f.name] = "float"
-        else:
-            kinds[f.name] = "str"
-    return kinds
-
-
-FLAG_KINDS: dict[str, Any] = _flag_kinds()
+# The suite config's allowed flag keys and their kinds (see ``wan_enhanced.flags``): every generate
+# flag that is a RunConfig field. ``choice`` flags (the task) are checked here; other choices
+# (solver, weights, vae_dtype, ...) by generate's own validation in :func:`check_case_values`.
+FLAG_KINDS: dict[str, str] = {f.name: f.kind for f in CONFIG_FLAGS}
 # Flags the runner sets itself for every case.
-RUNNER_FLAGS = ("report_file",)
+RUNNER_FLAGS: tuple[str, ...] = tuple(f.name for f in CONFIG_FLAGS if f.runner)
 TOP_KEYS = ("description", "global_settings", "test_cases")
 CASE_KEYS = ("name", "args", "nproc", "timeout_s", "description")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_SIZE_RE = re.compile(r"^[1-9][0-9]*\*[1-9][0-9]*$")
-_DEVICE_RE = re.compile(r"^(cpu|cuda(:[0-9]+)?)$")
 
 
 @dataclass
@@ -129,10 +67,6 @@ class SuiteConfig:
     cases: list[CaseSpec]
     description: str = ""
 
-    def case_names(self) -> list[str]:
-        """Names of the cases, in run order."""
-        return [c.name for c in self.cases]
-
 
 def _type_name(value: Any) -> str:
     if value is None:
@@ -155,7 +89,8 @@ def _got(value: Any) -> str:
 
 def _check_flag(where: str, key: str, value: Any) -> Any:
     """Check one flag value's JSON type/choice; return the normalised value (None = omit flag)."""
-    kind = FLAG_KINDS[key]
+    flag = FLAGS[key]
+    kind = flag.kind
     if value is None:
         return None
     if kind == "int":
@@ -174,11 +109,11 @@ def _check_flag(where: str, key: str, value: Any) -> Any:
         raise ConfigError(f"{where}: expected bool (true/false), {_got(value)}")
     if not isinstance(value, str):
         raise ConfigError(f"{where}: expected string, {_got(value)}")
-    if isinstance(kind, tuple) and value not in kind:
-        raise ConfigError(f"{where}: {value!r} is not allowed; allowed: {', '.join(kind)}")
-    if kind == "size" and not _SIZE_RE.match(value):
+    if kind == "choice" and value not in flag.choices:
+        raise ConfigError(f"{where}: {value!r} is not allowed; allowed: {', '.join(flag.choices)}")
+    if kind == "size" and not SIZE_RE.match(value):
         raise ConfigError(f"{where}: {value!r} is not a size; expected W*H, e.g. 1280*704")
-    if kind == "device" and not _DEVICE_RE.match(value):
+    if kind == "device" and not DEVICE_RE.match(value):
         raise ConfigError(f"{where}: {value!r} is not allowed; allowed: cuda, cuda:N, cpu")
     return value
 
@@ -303,9 +238,8 @@ def check_case_values(suite: SuiteConfig, cuda_available: bool) -> None:
     from ..config import RunConfig, validate
 
     for case in suite.cases:
-        fields = {k: v for k, v in case.flags.items() if k in RunConfig.__dataclass_fields__}
         try:
-            validate(RunConfig(**fields), world_size=case.nproc, cuda_available=cuda_available)
+            validate(RunConfig.from_flags(case.flags), world_size=case.nproc, cuda_available=cuda_available)
         except UserError as exc:
             msg = str(exc)
             m = re.match(r"^--(\w+)[: ]", msg)
@@ -316,19 +250,4 @@ def check_case_values(suite: SuiteConfig, cuda_available: bool) -> None:
 
 def case_argv(case: CaseSpec) -> list[str]:
     """The generate flags of ``case`` as argv (official flag names; bools as True/False)."""
-    argv: list[str] = []
-    for key in FLAG_KINDS:
-        if key not in case.flags:
-            continue
-        value = case.flags[key]
-        kind = FLAG_KINDS[key]
-        if kind == "switch":
-            if value:
-                argv.append(f"--{key}")
-        elif kind == "bool":
-            argv += [f"--{key}", "True" if value else "False"]
-        elif kind == "float":
-            argv += [f"--{key}", repr(float(value))]
-        else:
-            argv += [f"--{key}", str(value)]
-    return argv
+    return to_argv(case.flags)

@@ -1,37 +1,22 @@
 """Load the three TI2V models (text encoder, DiT, VAE) from random init, a diffusers layout, or the
-official layout, and say how long it took and how many bytes were read."""
+official layout, and say how long it took and how many bytes were read (one ``LoadResult`` each)."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import WeightsError
+from .checkpoint import LAYOUTS, LoadResult, tokenizer_dir
 from .presets import ModelPreset
 from .random_init import random_dit, random_t5, random_vae
-from .tokenizer import ByteTokenizer
+from .tokenizer import ByteTokenizer, load_tokenizer
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
-
-
-@dataclass
-class LoadInfo:
-    """How one model was obtained."""
-
-    model: str
-    kind: str
-    seconds: float
-    bytes_read: int
-    files: list[str]
-
-    @property
-    def gb_per_s(self) -> float | None:
-        """Read throughput, or None when nothing was read (random weights)."""
-        return self.bytes_read / 1e9 / self.seconds if self.bytes_read and self.seconds > 0 else None
+WEIGHT_KINDS = ("random", *LAYOUTS)
 
 
 def _weight_files(folder: Path) -> list[Path]:
@@ -76,34 +61,42 @@ class ModelLoader:
     """Builds or loads each model on request; ``kind`` is 'random', 'diffusers' or 'official'."""
 
     def __init__(self, preset: ModelPreset, kind: str, ckpt_dir: str | None, seed: int = 0) -> None:
+        if kind not in WEIGHT_KINDS:
+            raise WeightsError(f"weights kind {kind!r} is not known; allowed: {', '.join(WEIGHT_KINDS)}")
+        if kind != "random" and not ckpt_dir:
+            raise WeightsError(f"--weights {kind} needs --ckpt_dir")
         self.preset, self.kind, self.seed = preset, kind, seed
         self.root = Path(ckpt_dir) if ckpt_dir else None
 
-    def text_encoder(self, device: torch.device, dtype: torch.dtype = torch.bfloat16) -> tuple[Any, Any, LoadInfo]:
-        """(UMT5 encoder, tokenizer, LoadInfo)."""
+    def text_encoder(self, device: torch.device, dtype: torch.dtype = torch.bfloat16) -> tuple[Any, Any, LoadResult]:
+        """(UMT5 encoder, tokenizer, LoadResult); the tokenizer's load is timed with the encoder's."""
         t0 = time.perf_counter()
         nbytes, files = 0, []
         if self.kind == "random":
             model, tok = random_t5(self.preset, device, dtype, seed=self.seed + 2), ByteTokenizer(
                 self.preset.t5["vocab_size"])
         elif self.kind == "diffusers":
-            from transformers import AutoTokenizer, UMT5EncoderModel
+            from transformers import UMT5EncoderModel
 
             folder = self.root / "text_encoder"
             model = _from_pretrained(UMT5EncoderModel, folder, dtype=dtype).to(device)
-            tok = _tokenizer(AutoTokenizer, self.root / "tokenizer")
+            tok = load_tokenizer(tokenizer_dir(self.root, "diffusers"))
             nbytes, files = _bytes(folder)
         else:
-            from .official import load_official_t5, load_official_tokenizer
+            from .official import load_official_t5
 
-            model, stats = load_official_t5(self.root, self.preset, device, dtype)
-            tok = load_official_tokenizer(self.root)
-            nbytes, files = stats.bytes_read, list(stats.files)
+            model, res = load_official_t5(self.root, self.preset, device, dtype)
+            tok = load_tokenizer(tokenizer_dir(self.root, "official"))
+            nbytes, files = res.bytes_read, list(res.files)
         model.eval().requires_grad_(False)
-        return model, tok, LoadInfo("text_encoder", self.kind, time.perf_counter() - t0, nbytes, files)
+        return model, tok, self._result("text_encoder", t0, nbytes, files)
 
-    def dit(self, device: torch.device, dtype: torch.dtype = torch.bfloat16) -> tuple[Any, LoadInfo]:
-        """(WanTransformer3DModel, LoadInfo)."""
+    def _result(self, name: str, t0: float, nbytes: int, files: list[str]) -> LoadResult:
+        return LoadResult(model=name, kind=self.kind, files=files, bytes_read=nbytes,
+                          seconds=time.perf_counter() - t0)
+
+    def dit(self, device: torch.device, dtype: torch.dtype = torch.bfloat16) -> tuple[Any, LoadResult]:
+        """(WanTransformer3DModel, LoadResult)."""
         from diffusers import WanTransformer3DModel
 
         from . import official
@@ -111,8 +104,8 @@ class ModelLoader:
         return self._load("dit", device, dtype, lambda: random_dit(self.preset, device, dtype, seed=self.seed),
                           WanTransformer3DModel, "transformer", official.load_official_dit)
 
-    def vae(self, device: torch.device, dtype: torch.dtype = torch.float32) -> tuple[Any, LoadInfo]:
-        """(AutoencoderKLWan, LoadInfo)."""
+    def vae(self, device: torch.device, dtype: torch.dtype = torch.float32) -> tuple[Any, LoadResult]:
+        """(AutoencoderKLWan, LoadResult)."""
         from diffusers import AutoencoderKLWan
 
         from . import official
@@ -121,7 +114,7 @@ class ModelLoader:
                           AutoencoderKLWan, "vae", official.load_official_vae)
 
     def _load(self, name: str, device: torch.device, dtype: torch.dtype, build_random: Any, cls: Any,
-              subfolder: str, load_official: Any) -> tuple[Any, LoadInfo]:
+              subfolder: str, load_official: Any) -> tuple[Any, LoadResult]:
         """One diffusers model from random init, a diffusers subfolder or the official layout."""
         t0 = time.perf_counter()
         nbytes, files = 0, []
@@ -132,16 +125,7 @@ class ModelLoader:
             model = _from_pretrained(cls, folder, torch_dtype=dtype).to(device)
             nbytes, files = _bytes(folder)
         else:
-            model, stats = load_official(self.root, self.preset, device, dtype)
-            nbytes, files = stats.bytes_read, list(stats.files)
+            model, res = load_official(self.root, self.preset, device, dtype)
+            nbytes, files = res.bytes_read, list(res.files)
         model.eval().requires_grad_(False)
-        return model, LoadInfo(name, self.kind, time.perf_counter() - t0, nbytes, files)
-
-
-def _tokenizer(cls: Any, folder: Path) -> Any:
-    if not folder.is_dir():
-        raise WeightsError(f"missing {folder}")
-    try:
-        return cls.from_pretrained(str(folder))
-    except Exception as exc:  # noqa: BLE001
-        raise WeightsError(f"{folder}: tokenizer could not be loaded ({type(exc).__name__})") from exc
+        return model, self._result(name, t0, nbytes, files)

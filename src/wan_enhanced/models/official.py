@@ -17,7 +17,10 @@ mapped (``torch.load(mmap=True, weights_only=True)``), each tensor is cast once 
 
 Every check is strict and happens before any tensor is read: each official key must map onto exactly
 one parameter with the same shape, and every parameter must be filled. Any violation raises a
-one-line :class:`~wan_enhanced.errors.WeightsError` naming the file and the key.
+one-line :class:`~wan_enhanced.errors.WeightsError` naming the file and the key. Each loader returns
+the model and a :class:`~wan_enhanced.models.checkpoint.LoadResult`; the layout's file names and its
+detection live in :mod:`~wan_enhanced.models.checkpoint`, the tokenizer folder is read by
+:func:`~wan_enhanced.models.tokenizer.load_tokenizer`.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,7 @@ from safetensors.torch import save_file
 from transformers import UMT5Config, UMT5EncoderModel
 
 from ..errors import WeightsError
+from .checkpoint import CONFIG_FILE, DIT_INDEX_FILE, T5_FILE, TOKENIZER_DIR, VAE_FILE, LoadResult
 from .official_keys import (
     T5_TIED_KEYS,
     dit_diffusers_to_official,
@@ -50,11 +54,6 @@ from .official_keys import (
 )
 from .presets import ModelPreset
 
-CONFIG_FILE = "config.json"
-DIT_INDEX_FILE = "diffusion_pytorch_model.safetensors.index.json"
-T5_FILE = "models_t5_umt5-xxl-enc-bf16.pth"
-VAE_FILE = "Wan2.2_VAE.pth"
-TOKENIZER_DIR = "google/umt5-xxl"
 DEFAULT_DIT_SHARDS = 3
 
 PathLike = str | os.PathLike[str]
@@ -64,17 +63,6 @@ DeviceLike = torch.device | str
 def dit_shard_name(index: int, total: int) -> str:
     """File name of DiT shard ``index`` (1-based) of ``total``, as in the official layout."""
     return f"diffusion_pytorch_model-{index:05d}-of-{total:05d}.safetensors"
-
-
-@dataclass
-class LoadStats:
-    """What one official loader read and how fast (``seconds`` includes building and device copies)."""
-
-    model: str
-    files: list[str] = field(default_factory=list)
-    bytes_read: int = 0
-    seconds: float = 0.0
-    gb_per_s: float = 0.0
 
 
 def _one_line(text: object) -> str:
@@ -188,15 +176,18 @@ def _want_dtype(name: str, tensor: torch.Tensor, dtype: torch.dtype, fp32: Itera
     return torch.float32 if any(p in parts for p in fp32) else dtype
 
 
-def _assign(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    model.load_state_dict(state, strict=True, assign=True)
+def _assign(model: torch.nn.Module, state: dict[str, torch.Tensor], path: PathLike) -> None:
+    try:
+        model.load_state_dict(state, strict=True, assign=True)
+    except Exception as exc:  # noqa: BLE001 - the checks above should make this unreachable
+        raise _fail(path, f"cannot assign the tensors ({type(exc).__name__}: {exc})") from exc
 
 
-def _check_loaded(model: torch.nn.Module, what: str) -> None:
+def _check_loaded(model: torch.nn.Module, what: str, path: PathLike) -> None:
     """Fail loudly if any parameter or buffer is still on the meta device."""
     for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
         if tensor.is_meta:  # a tensor that no file filled (should have been caught above)
-            raise RuntimeError(f"{what}: {name} was not loaded")
+            raise _fail(path, f"{what}: {name} was not loaded")
 
 
 def _sync(device: torch.device) -> None:
@@ -204,14 +195,14 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _stats(what: str, files: list[Path], t0: float, device: torch.device) -> LoadStats:
+def _result(what: str, files: list[Path], t0: float, device: torch.device) -> LoadResult:
     _sync(device)
     seconds = time.perf_counter() - t0
-    nbytes = sum(p.stat().st_size for p in files)
-    return LoadStats(what, [str(p) for p in files], nbytes, seconds, nbytes / 1e9 / seconds if seconds > 0 else 0.0)
+    return LoadResult(model=what, kind="official", files=[str(p) for p in files],
+                      bytes_read=sum(p.stat().st_size for p in files), seconds=seconds)
 
 
-# --------------------------------------------------------------------------------------- detection
+# ---------------------------------------------------------------------------------------- DiT index
 
 
 def _dit_shards_from_index(ckpt: Path) -> tuple[dict[str, str], list[str]]:
@@ -227,27 +218,6 @@ def _dit_shards_from_index(ckpt: Path) -> tuple[dict[str, str], list[str]]:
         if Path(name).name != name:
             raise _fail(index_path, f"shard {name!r} is not a file name in the checkpoint directory")
     return weight_map, shards
-
-
-def detect_official(ckpt_dir: PathLike) -> list[str]:
-    """Relative paths of the official-layout files missing from ``ckpt_dir`` (empty list: complete).
-
-    The DiT shards are those named by the index file (the three official shards when the index is
-    absent or unreadable). The tokenizer folder counts as present when it holds a tokenizer file.
-    """
-    ckpt = Path(ckpt_dir)
-    missing = [name for name in (CONFIG_FILE, DIT_INDEX_FILE) if not (ckpt / name).is_file()]
-    try:
-        shards = _dit_shards_from_index(ckpt)[1]
-    except WeightsError:
-        shards = [dit_shard_name(i, DEFAULT_DIT_SHARDS) for i in range(1, DEFAULT_DIT_SHARDS + 1)]
-    missing += [name for name in shards if not (ckpt / name).is_file()]
-    missing += [name for name in (T5_FILE, VAE_FILE) if not (ckpt / name).is_file()]
-    tok = ckpt / TOKENIZER_DIR
-    tok_files = ("tokenizer.json", "spiece.model", "tokenizer_config.json")
-    if not (tok.is_dir() and any((tok / f).is_file() for f in tok_files)):
-        missing.append(TOKENIZER_DIR + "/")
-    return missing
 
 
 # ------------------------------------------------------------------------------------------- config
@@ -300,7 +270,7 @@ def check_official_config(ckpt_dir: PathLike, preset: ModelPreset) -> dict[str, 
 
 
 def load_official_dit(ckpt_dir: PathLike, preset: ModelPreset, device: DeviceLike,
-                      dtype: torch.dtype = torch.bfloat16) -> tuple[WanTransformer3DModel, LoadStats]:
+                      dtype: torch.dtype = torch.bfloat16) -> tuple[WanTransformer3DModel, LoadResult]:
     """Load the official DiT shards into a ``WanTransformer3DModel`` built from ``preset.dit``.
 
     Keys are renamed with the diffusers wheel's converter; shards are read straight to ``device`` and
@@ -344,16 +314,16 @@ def load_official_dit(ckpt_dir: PathLike, preset: ModelPreset, device: DeviceLik
                     state[target] = tensor.to(dtype=_want_dtype(target, tensor, dtype, fp32))
         except Exception as exc:  # noqa: BLE001 - unreadable data region
             raise _fail(shard, f"cannot read tensors ({type(exc).__name__}: {exc})") from exc
-    _assign(model, state)
+    _assign(model, state, index_path)
     del state
 
     # The rope cos/sin tables are non-persistent buffers (never in a checkpoint): rebuild them.
     with torch.device(device):
         model.rope = WanRotaryPosEmbed(int(preset.dit["attention_head_dim"]), tuple(preset.dit["patch_size"]),
                                        int(preset.dit.get("rope_max_seq_len", 1024)))
-    _check_loaded(model, "DiT")
+    _check_loaded(model, "DiT", index_path)
     model.eval().requires_grad_(False)
-    return model, _stats("dit", shards, t0, device)
+    return model, _result("dit", shards, t0, device)
 
 
 def _load_pth_model(path: Path, model: torch.nn.Module, official_to_model: Mapping[str, str],
@@ -373,11 +343,11 @@ def _load_pth_model(path: Path, model: torch.nn.Module, official_to_model: Mappi
         raise _fail(path, f"cannot read tensors ({type(exc).__name__}: {exc})") from exc
     for alias, source in skip.items():
         state[alias] = state[source]
-    _assign(model, state)
+    _assign(model, state, path)
 
 
 def load_official_t5(ckpt_dir: PathLike, preset: ModelPreset, device: DeviceLike,
-                     dtype: torch.dtype = torch.bfloat16) -> tuple[UMT5EncoderModel, LoadStats]:
+                     dtype: torch.dtype = torch.bfloat16) -> tuple[UMT5EncoderModel, LoadResult]:
     """Load ``models_t5_umt5-xxl-enc-bf16.pth`` (Wan's T5 names) into a transformers ``UMT5EncoderModel``.
 
     The input embedding stays tied (``encoder.embed_tokens`` is ``shared``). As in transformers, ``wo``
@@ -395,13 +365,13 @@ def load_official_t5(ckpt_dir: PathLike, preset: ModelPreset, device: DeviceLike
         owner, _, leaf = alias.rpartition(".")
         src_owner, _, src_leaf = source.rpartition(".")
         setattr(model.get_submodule(owner), leaf, getattr(model.get_submodule(src_owner), src_leaf))
-    _check_loaded(model, "T5 encoder")
+    _check_loaded(model, "T5 encoder", path)
     model.eval().requires_grad_(False)
-    return model, _stats("t5", [path], t0, device)
+    return model, _result("text_encoder", [path], t0, device)
 
 
 def load_official_vae(ckpt_dir: PathLike, preset: ModelPreset, device: DeviceLike,
-                      dtype: torch.dtype = torch.float32) -> tuple[AutoencoderKLWan, LoadStats]:
+                      dtype: torch.dtype = torch.float32) -> tuple[AutoencoderKLWan, LoadResult]:
     """Load ``Wan2.2_VAE.pth`` (Wan's VAE names) into a diffusers ``AutoencoderKLWan`` from ``preset.vae``."""
     t0 = time.perf_counter()
     device = torch.device(device)
@@ -411,22 +381,9 @@ def load_official_vae(ckpt_dir: PathLike, preset: ModelPreset, device: DeviceLik
     fp32 = list(getattr(model, "_keep_in_fp32_modules", None) or [])
     _load_pth_model(path, model, vae_official_to_diffusers(preset.vae), vae_diffusers_to_official(preset.vae),
                     {}, device, dtype, fp32, "VAE")
-    _check_loaded(model, "VAE")
+    _check_loaded(model, "VAE", path)
     model.eval().requires_grad_(False)
-    return model, _stats("vae", [path], t0, device)
-
-
-def load_official_tokenizer(ckpt_dir: PathLike) -> Any:
-    """``AutoTokenizer`` from ``ckpt_dir/google/umt5-xxl``; a missing or broken folder is a WeightsError."""
-    from transformers import AutoTokenizer
-
-    folder = Path(ckpt_dir) / TOKENIZER_DIR
-    if not folder.is_dir():
-        raise _fail(folder, "tokenizer folder not found")
-    try:
-        return AutoTokenizer.from_pretrained(str(folder))
-    except Exception as exc:  # noqa: BLE001
-        raise _fail(folder, f"tokenizer could not be loaded ({type(exc).__name__}: {exc})") from exc
+    return model, _result("vae", [path], t0, device)
 
 
 # ------------------------------------------------------------------------------------------- writer

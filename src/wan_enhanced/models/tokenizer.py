@@ -1,17 +1,22 @@
-"""A stand-in tokenizer for random-weight runs, so no tokenizer files are needed.
+"""Tokenizers: the one loader of a checkpoint's tokenizer folder, and a stand-in for random weights.
 
-Random weights make token ids meaningless, but the text encoder must still run on a realistic
-input: ``text_len`` positions with an attention mask, as the real umt5 tokenizer produces. This
-maps UTF-8 bytes to ids (offset past the special tokens), appends EOS, pads/truncates to
-``max_length``. Reports say when it was used.
+:func:`load_tokenizer` reads the tokenizer folder of either checkpoint layout. Random-weight runs need
+no tokenizer files: random weights make token ids meaningless, but the text encoder must still run on
+a realistic input: ``text_len`` positions with an attention mask, as the real umt5 tokenizer produces.
+:class:`ByteTokenizer` maps UTF-8 bytes to ids (offset past the special tokens), appends EOS,
+pads/truncates to ``max_length``. Reports say when it was used.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
+
+from ..errors import WeightsError
 
 PAD_ID, EOS_ID, OFFSET = 0, 1, 3
 
@@ -46,6 +51,24 @@ class ByteTokenizer:
             ids[row, : len(toks)] = torch.tensor(toks)
             mask[row, : len(toks)] = 1
         return TokenBatch(ids, mask)
+
+
+def load_tokenizer(folder: str | os.PathLike[str]) -> Any:
+    """``AutoTokenizer`` from a tokenizer folder of either layout (``tokenizer/``, ``google/umt5-xxl/``).
+
+    A missing folder or one that cannot be loaded (no tokenizer file, broken JSON, ...) is a one-line
+    WeightsError naming the folder. Random-weight runs need no folder: they use :class:`ByteTokenizer`.
+    """
+    path = Path(folder)
+    if not path.is_dir():
+        raise WeightsError(f"{path}: tokenizer folder not found")
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path))
+    except Exception as exc:  # noqa: BLE001 - any library error: one line naming the folder
+        raise WeightsError(" ".join(f"{path}: tokenizer could not be loaded ({type(exc).__name__}: {exc})".split())
+                           ) from exc
 
 
 def byte_level_hf_tokenizer(vocab_size: int) -> Any:

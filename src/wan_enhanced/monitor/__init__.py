@@ -2,7 +2,10 @@
 
 ``Monitor`` times nested stages (CUDA-synchronized), tracks torch memory with correct nested peaks,
 and a background sampler reads SM activity (NVML GPM, else utilization.gpu, labelled), power and
-energy. ``flops`` counts analytic FLOPs; ``catalog`` holds GPU datasheet rates for MFU.
+energy. It hands out typed measurements (``measure``: ``StageRecord``, ``WindowMeasurement``,
+``StageMeasurement``, ``RunMeasurement``, each value a ``metrics.Metric``); the report package turns
+them into words and JSON. ``flops.mfu`` is generic FLOP-rate arithmetic (the Wan FLOP formulas are
+in ``wan_enhanced.models.flops``); ``catalog`` holds GPU datasheet rates for MFU.
 
 Names are imported lazily, so light users (the report formatter) do not import torch.
 """
@@ -14,17 +17,20 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .backend import GpuBackend, NullBackend, NvmlBackend, Reading
-    from .core import Monitor, MonitorError, StageRecord
-    from .metrics import metric, unavailable
+    from .core import Monitor, MonitorError
+    from .measure import RunMeasurement, StageMeasurement, StageRecord, WindowMeasurement
+    from .metrics import Metric
 
 _EXPORTS = {
-    "Monitor": "core", "MonitorError": "core", "StageRecord": "core",
+    "Monitor": "core", "MonitorError": "core",
+    "StageRecord": "measure", "WindowMeasurement": "measure", "StageMeasurement": "measure",
+    "RunMeasurement": "measure",
     "GpuBackend": "backend", "NullBackend": "backend", "NvmlBackend": "backend", "Reading": "backend",
-    "metric": "metrics", "unavailable": "metrics",
+    "Metric": "metrics",
 }
 
-__all__ = ["GpuBackend", "Monitor", "MonitorError", "NullBackend", "NvmlBackend", "Reading", "StageRecord",
-           "metric", "unavailable"]
+__all__ = ["GpuBackend", "Metric", "Monitor", "MonitorError", "NullBackend", "NvmlBackend", "Reading",
+           "RunMeasurement", "StageMeasurement", "StageRecord", "WindowMeasurement"]
 
 
 def __getattr__(name: str) -> Any:

@@ -58,6 +58,10 @@ class GpuBackend(Protocol):
         """Cheap read of the device memory NVML sees in use (all processes, incl. CUDA context)."""
         ...
 
+    def energy_j(self) -> float | None:
+        """Cheap read of the cumulative total-energy counter (J since driver load); ``None`` without one."""
+        ...
+
     def close(self) -> None:
         """Release NVML resources."""
         ...
@@ -78,6 +82,10 @@ class NullBackend:
         return Reading()
 
     def memory_used_bytes(self) -> int | None:
+        """No NVML: ``None``."""
+        return None
+
+    def energy_j(self) -> float | None:
         """No NVML: ``None``."""
         return None
 
@@ -147,11 +155,6 @@ class NvmlBackend:
         except Exception:
             return False
 
-    @property
-    def energy_supported(self) -> bool:
-        """Whether the total-energy counter can be read."""
-        return self._energy_ok
-
     def _read_gpm(self, r: Reading) -> None:
         nv = self._nv
         cur = self._samples[0] if self._prev is not self._samples[0] else self._samples[1]
@@ -187,11 +190,7 @@ class NvmlBackend:
                 r.power_w = nv.nvmlDeviceGetPowerUsage(self._handle) / 1000.0
             except Exception:
                 pass
-        if self._energy_ok:
-            try:
-                r.energy_j = nv.nvmlDeviceGetTotalEnergyConsumption(self._handle) / 1000.0
-            except Exception:
-                pass
+        r.energy_j = self.energy_j()
         r.nvml_used_bytes = self.memory_used_bytes()
         return r
 
@@ -199,6 +198,15 @@ class NvmlBackend:
         """Used device memory as NVML sees it (includes the CUDA context and other processes)."""
         try:
             return int(self._nv.nvmlDeviceGetMemoryInfo(self._handle).used)
+        except Exception:
+            return None
+
+    def energy_j(self) -> float | None:
+        """The total-energy counter in J (NVML counts mJ since driver load; updates about every 100 ms)."""
+        if not self._energy_ok:
+            return None
+        try:
+            return self._nv.nvmlDeviceGetTotalEnergyConsumption(self._handle) / 1000.0
         except Exception:
             return None
 

@@ -1,61 +1,58 @@
-"""The metric object of the report: ``{"value", "unit", "source", "reason"}``.
+"""``Metric``: one typed measurement — value, unit, source, reason.
 
-A value that cannot be had is ``None`` with source ``"unavailable"`` and a reason — never 0.
-``reason`` may also carry a short note on an available value (e.g. how it was derived).
+A value that cannot be had is ``None`` with source ``"unavailable"`` and a reason — never 0. The
+monitor's reasons are device facts (the backend's own words, e.g. ``"no CUDA device"``) or one of the
+terse cause codes below; the report (``wan_enhanced.report.build``) turns codes into sentences and adds
+the notes on how an available value was derived. Values are raw, in base units (bytes, seconds, %,
+W, J, FLOP): rounding and unit conversion are the report's.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
-
-Metric = dict[str, Any]
+from dataclasses import dataclass
 
 UNAVAILABLE = "unavailable"
 
-
-def metric(value: float | int | None, unit: str, source: str, reason: str | None = None) -> Metric:
-    """Build a metric object; a ``None``/NaN/inf value becomes source ``unavailable`` with a reason."""
-    if value is not None and isinstance(value, float) and not math.isfinite(value):
-        value = None
-    if value is None:
-        return {"value": None, "unit": unit, "source": UNAVAILABLE, "reason": reason or "not measured"}
-    if isinstance(value, bool):
-        value = int(value)
-    return {"value": value, "unit": unit, "source": source, "reason": reason}
+#: cause codes (not prose): no sample of the timeline overlaps the window
+NO_SAMPLE = "no-sample"
+#: the quantity needs NVML GPM (SM occupancy, tensor and DRAM activity) and the device has none
+NEEDS_GPM = "needs-gpm"
+#: the window is still open, so an end reading is missing
+OPEN_WINDOW = "open-window"
 
 
-def unavailable(unit: str, reason: str) -> Metric:
-    """A metric that cannot be had, with the reason why."""
-    return metric(None, unit, UNAVAILABLE, reason)
+@dataclass(frozen=True)
+class Metric:
+    """One measurement. ``source`` names where the value came from, or is ``"unavailable"``."""
 
+    value: float | None
+    unit: str
+    source: str
+    reason: str | None = None
 
-def value_of(m: Metric | float | None) -> float | None:
-    """The numeric value of a metric object, or of a bare number; ``None`` when unavailable or absent.
+    def __post_init__(self) -> None:
+        v = self.value
+        if isinstance(v, bool):
+            object.__setattr__(self, "value", int(v))
+        elif isinstance(v, float) and not math.isfinite(v):
+            v = None
+            object.__setattr__(self, "value", None)
+        if v is None and self.source != UNAVAILABLE:
+            object.__setattr__(self, "source", UNAVAILABLE)
 
-    The one accessor for metric values (report building, the text report and the bench tools): a
-    missing, non-numeric, boolean or non-finite value is ``None``, never 0.
-    """
-    v = m.get("value") if isinstance(m, dict) else m
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        return None
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
+    @property
+    def available(self) -> bool:
+        """Whether there is a value."""
+        return self.value is not None
 
+    @classmethod
+    def missing(cls, unit: str, reason: str) -> Metric:
+        """A metric that cannot be had, with the reason why (a device fact or a cause code)."""
+        return cls(None, unit, UNAVAILABLE, reason)
 
-def sig(x: float | None, digits: int = 5) -> float | None:
-    """Round to ``digits`` significant figures (keeps tiny values readable); ``None`` passes through."""
-    if x is None or not math.isfinite(x):
-        return None
-    return float(f"{x:.{digits}g}")
-
-
-def fmt_num(v: float, digits: int) -> str:
-    """``v`` with ``digits`` decimals, or 2 significant digits when that would round a non-zero value to 0.
-
-    So a small real value (e.g. TFLOP/s or Wh of a CPU run) never prints as ``0.0``.
-    """
-    if v != 0 and abs(v) < 10 ** (-digits):
-        return f"{v:.2g}"
-    return f"{v:.{digits}f}"
+    @classmethod
+    def of(cls, value: float | None, unit: str, source: str, reason_if_missing: str = NO_SAMPLE) -> Metric:
+        """``value`` from ``source``; ``None`` (or NaN/inf) gives an unavailable metric with ``reason_if_missing``."""
+        m = cls(value, unit, source)
+        return m if m.value is not None else cls.missing(unit, reason_if_missing)

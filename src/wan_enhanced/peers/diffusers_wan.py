@@ -23,9 +23,12 @@ from typing import Any
 import torch
 
 from .. import stages as st
-from ..models.official import load_official_dit, load_official_t5, load_official_tokenizer, load_official_vae
+from ..models.checkpoint import tokenizer_dir
+from ..models.official import load_official_dit, load_official_t5, load_official_vae
 from ..models.presets import ModelPreset
+from ..models.tokenizer import load_tokenizer
 from ..monitor import Monitor
+from ..report.build import stage_dicts
 from .record import record_from_stages
 
 VARIANTS = ("plain", "levers")
@@ -52,7 +55,7 @@ def run_diffusers(ckpt_dir: str | Path, preset: ModelPreset, *, variant: str = "
     with mon, mon.stage(st.TOTAL.name, st.TOTAL.comment):
         with mon.stage(st.LOAD_TEXT_ENCODER.name, st.LOAD_TEXT_ENCODER.comment):
             t5, _ = load_official_t5(ckpt_dir, preset, dev, dtype)
-            tok = load_official_tokenizer(ckpt_dir)
+            tok = load_tokenizer(tokenizer_dir(ckpt_dir, "official"))
         with mon.stage(st.LOAD_VAE.name, st.LOAD_VAE.comment):
             vae, _ = load_official_vae(ckpt_dir, preset, dev, torch.float32)
         with mon.stage(st.LOAD_DIT.name, st.LOAD_DIT.comment):
@@ -107,5 +110,5 @@ def run_diffusers(ckpt_dir: str | Path, preset: ModelPreset, *, variant: str = "
              "compile": "compile_repeated_blocks(fullgraph=True)" if variant == "levers" else "none"}
     label = "diffusers WanPipeline, as documented" if variant == "plain" else \
         "diffusers WanPipeline + regional compile + " + attention_backend
-    return record_from_stages(f"diffusers_{variant}", mon.stage_dicts(), flags=flags, job_steps=job_steps,
+    return record_from_stages(f"diffusers_{variant}", stage_dicts(mon.measure()), flags=flags, job_steps=job_steps,
                               label=label, notes=notes)

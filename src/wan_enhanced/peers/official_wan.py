@@ -23,47 +23,45 @@ here; it is imported, and our timers sit around its calls without changing what 
   it swallows its own errors, so the file's existence is checked and reported).
 
 Every boundary is a wall timer after ``torch.cuda.synchronize`` (on CUDA); each stage resets the CUDA
-peak-memory counters at its start and reads ``max_memory_allocated`` / ``max_memory_reserved`` at its end
-(GiB); the run's peak is the maximum over all of them, gaps included. One synchronize per step is added
-to the official loop (it has none inside the loop); at seconds per 5B step that costs nothing measurable.
 
-Import: ``wan/__init__.py`` imports every pipeline. :data:`STUBBED_MODULES` are replaced by placeholder
-modules before ``import wan`` (they are not on the TI2V path and pull in packages the benchmark machine
-lacks); :data:`STUBBED_IF_MISSING` are stubbed only when the real package cannot be imported. ``flash_attn``
-is our adapter (:mod:`.flash_attn_adapter`), never FlashAttention's own build.
-
-CPU (tests only): the official code hardcodes CUDA. With ``device="cpu"`` the driver applies the shims in
-:data:`CPU_SHIMS` and nothing else; none of them is applied on CUDA.
-
-Tiny presets: the official constructors hardcode the 5B architecture of the T5 (``umt5_xxl``) and the VAE
-(``Wan2_2_VAE``: 48 latent channels, base 160, decoder 256), and the checkpoint's ``config.json`` has no
-``text_dim``. For a preset other than ``ti2v-5B`` the driver passes the preset's dimensions to those
-constructors (``umt5_xxl(**dims)``, ``_video_vae(**dims)``, ``WanModel.from_pretrained(text_dim=...)``) and
-truncates the VAE's latent mean/std to the preset's channels; for ``ti2v-5B`` nothing is overridden.
+The timers and their hooks are :mod:`.official_timing`; the import of ``wan`` (stubs, the flash_attn adapter,
+the CPU-only shims listed in :data:`~.official_import.CPU_SHIMS`) is :mod:`.official_import`; the tiny-preset
+architecture overrides are :mod:`.official_tiny`. This module keeps :func:`run_official`, which wires them
+onto one ``WanTI2V`` run. One synchronize per step is added to the official loop (it has none inside the
+loop); at seconds per 5B step that costs nothing measurable.
 """
 
 from __future__ import annotations
 
 import copy
-import functools
 import gc
-import importlib
-import importlib.machinery
 import importlib.metadata
 import statistics
 import sys
 import time
 import types
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .. import stages as st
-from ..models.presets import OFFICIAL_NEGATIVE_PROMPT, TI2V_5B, ModelPreset, get_preset
+from ..models.presets import TI2V_5B, get_preset
 from . import flash_attn_adapter
+from .official_import import (
+    cpu_flash_attention,
+    import_wan,
+)
+from .official_timing import (
+    StageClock,
+    StepTimer,
+    TimedTextEncoder,
+    patched,
+    stacked,
+    timed_solver_steps,
+    wrap_moves,
+)
+from .official_tiny import architecture_overrides, config_overrides_for, vae_constructor_kwargs
 
 PEER_NAME = "official wan22 2.2.11"
 WAN_PACKAGE = "wan22"
@@ -71,397 +69,6 @@ WAN_VERSION = "2.2.11"
 OFFICIAL_TASK = "ti2v-5B"
 DEFAULT_PROMPT = ("Two anthropomorphic cats in comfy boxing gear and bright gloves fight intensely on a "
                   "spotlighted stage.")  # the official EXAMPLE_PROMPT of ti2v-5B
-GIB = float(1 << 30)
-
-#: modules replaced by placeholders before ``import wan``, always: name → why
-STUBBED_MODULES: dict[str, str] = {
-    "wan.animate": "Wan-Animate-14B pipeline (imported by wan/__init__.py); needs cv2, decord, peft; "
-                   "not on the TI2V path; placeholder WanAnimate raises if used",
-    "wan.speech2video": "Wan-S2V-14B pipeline (imported by wan/__init__.py); needs decord, librosa (audio "
-                        "encoder); not on the TI2V path; placeholder WanS2V raises if used",
-}
-#: modules replaced by placeholders only when the real package cannot be imported: name → why
-STUBBED_IF_MISSING: dict[str, str] = {
-    "torchvision": "imported at module level by wan/textimage2video.py (TF, used only by i2v) and "
-                   "wan/utils/utils.py (make_grid, used only by save_video); the t2v path calls neither; "
-                   "when stubbed, Save_Video is skipped",
-}
-_TORCHVISION_SUBMODULES = ("torchvision.transforms", "torchvision.transforms.functional", "torchvision.utils")
-#: what the driver changes when it runs the official code on the CPU (tests only), name → what
-CPU_SHIMS: dict[str, str] = {
-    "torch.cuda.current_device": "returns 0 during `import wan` (wan/modules/t5.py evaluates it as a default "
-                                 "argument at import time)",
-    "Wan2_2_VAE(device=...)": "the VAE is built on the CPU instead of cuda:{device_id}",
-    "WanTI2V.device": "set to cpu after construction (noise generator, timesteps, moves)",
-    "offload_model / convert_model_dtype": "forced off (offload calls torch.cuda.synchronize(); a bf16 DiT "
-                                           "needs CUDA autocast to take the fp32 latents)",
-    "config.t5_dtype": "float32 instead of bfloat16: without CUDA autocast the bf16 text context cannot meet "
-                       "the fp32 DiT",
-    "wan.modules.model.flash_attention": "the official attention function, re-executed from the installed "
-                                         "wan/modules/attention.py with asserts stripped (python -O), so its "
-                                         "`q.device.type == 'cuda'` assert does not stop a CPU run",
-}
-
-
-# ------------------------------------------------------------------------------------------- import
-
-
-class _Placeholder:
-    """Stands in for a pipeline class of a stubbed module; using it is an error."""
-
-    _module = "?"
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise RuntimeError(f"{type(self).__name__} comes from the stubbed module {self._module!r} "
-                           f"(wan_enhanced.peers.official_wan stubs it; only the TI2V path is available)")
-
-
-def _stub_module(name: str, attrs: dict[str, Any] | None = None, package: bool = False) -> types.ModuleType:
-    mod = types.ModuleType(name, f"wan_enhanced placeholder for {name} (not the real module)")
-    mod.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=package)
-    if package:
-        mod.__path__ = []
-    mod.__wan_enhanced_stub__ = True
-    for key, value in (attrs or {}).items():
-        setattr(mod, key, value)
-    return mod
-
-
-def _placeholder_class(cls_name: str, module: str) -> type:
-    return type(cls_name, (_Placeholder,), {"_module": module, "__module__": module})
-
-
-def _torchvision_importable() -> bool:
-    try:
-        importlib.import_module("torchvision.transforms.functional")
-        importlib.import_module("torchvision.utils")
-    except Exception:  # noqa: BLE001 - missing, or a build that does not match torch
-        return False
-    return True
-
-
-def install_stubs() -> list[str]:
-    """Insert the placeholder modules into ``sys.modules`` (before ``import wan``); returns their names.
-
-    diffusers and transformers are imported first, so their package-availability probes see the real
-    environment, not the placeholders.
-    """
-    import diffusers  # noqa: F401
-    import transformers  # noqa: F401
-
-    applied: list[str] = []
-    for name, cls_name in (("wan.animate", "WanAnimate"), ("wan.speech2video", "WanS2V")):
-        present = sys.modules.get(name)
-        if present is None:
-            sys.modules[name] = _stub_module(name, {cls_name: _placeholder_class(cls_name, name)})
-        elif not getattr(present, "__wan_enhanced_stub__", False):
-            continue  # the real module is already imported: nothing to stub
-        applied.append(name)
-    tv = sys.modules.get("torchvision")
-    if tv is not None and getattr(tv, "__wan_enhanced_stub__", False):
-        applied += ["torchvision", *_TORCHVISION_SUBMODULES]
-    elif not _torchvision_importable():
-        for key in [k for k in sys.modules if k == "torchvision" or k.startswith("torchvision.")]:
-            del sys.modules[key]  # a half-imported broken build
-        functional = _stub_module("torchvision.transforms.functional")
-        transforms = _stub_module("torchvision.transforms", {"functional": functional}, package=True)
-        utils = _stub_module("torchvision.utils")
-        root = _stub_module("torchvision", {"transforms": transforms, "utils": utils}, package=True)
-        sys.modules.update({"torchvision": root, "torchvision.transforms": transforms,
-                            "torchvision.transforms.functional": functional, "torchvision.utils": utils})
-        applied += ["torchvision", *_TORCHVISION_SUBMODULES]
-    return applied
-
-
-def import_wan(attention: str = "flash", *, cpu: bool = False) -> tuple[types.ModuleType, list[str]]:
-    """Install the flash_attn adapter (``attention`` backend) and the stubs, then ``import wan``.
-
-    Returns the ``wan`` package and the stubbed module names. With ``cpu`` (a CPU-only torch), the
-    import-time ``torch.cuda.current_device()`` of ``wan/modules/t5.py`` is answered with 0.
-    """
-    flash_attn_adapter.install(attention)
-    stubs = install_stubs()
-    if cpu and "wan.modules.t5" not in sys.modules and not torch.cuda.is_available():
-        original = torch.cuda.current_device
-        torch.cuda.current_device = lambda: 0  # type: ignore[assignment]
-        try:
-            wan = importlib.import_module("wan")
-        finally:
-            torch.cuda.current_device = original  # type: ignore[assignment]
-    else:
-        wan = importlib.import_module("wan")
-    attn = sys.modules["wan.modules.attention"]
-    if not attn.FLASH_ATTN_2_AVAILABLE or attn.FLASH_ATTN_3_AVAILABLE:
-        raise RuntimeError("wan.modules.attention did not pick the flash_attn adapter's FA2 path "
-                           f"(FA2={attn.FLASH_ATTN_2_AVAILABLE}, FA3={attn.FLASH_ATTN_3_AVAILABLE})")
-    if getattr(attn.flash_attn, "__wan_enhanced_adapter__", False) is not True:
-        raise RuntimeError("wan.modules.attention imported a flash_attn that is not the adapter")
-    return wan, stubs
-
-
-# ------------------------------------------------------------------------------------------- timing
-
-
-class StageClock:
-    """CUDA-synchronized wall timers and per-stage peak memory (GiB); the stage dicts of one run."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.cuda = device.type == "cuda"
-        self.stages: list[dict[str, Any]] = []
-        self.run_peak_allocated = 0.0
-        self.run_peak_reserved = 0.0
-        self._open: dict[str, float] = {}
-
-    def now(self) -> float:
-        """Wall time after all queued GPU work on the device has finished."""
-        if self.cuda:
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter()
-
-    def _fold_peaks(self) -> tuple[float | None, float | None]:
-        if not self.cuda:
-            return None, None
-        alloc = torch.cuda.max_memory_allocated(self.device) / GIB
-        reserved = torch.cuda.max_memory_reserved(self.device) / GIB
-        self.run_peak_allocated = max(self.run_peak_allocated, alloc)
-        self.run_peak_reserved = max(self.run_peak_reserved, reserved)
-        return alloc, reserved
-
-    def begin(self, name: str) -> float:
-        """Open stage ``name``: synchronize, fold the counters into the run peak, reset them."""
-        t = self.now()
-        if self.cuda:
-            self._fold_peaks()
-            torch.cuda.reset_peak_memory_stats(self.device)
-        self._open[name] = t
-        return t
-
-    def end(self, name: str, *, parent: str | None = st.TOTAL.name, comment: str | None = None,
-            start: float | None = None, **extra: Any) -> dict[str, Any]:
-        """Close stage ``name`` (opened by :meth:`begin`, or from ``start``) and record it."""
-        t = self.now()
-        t0 = self._open.pop(name, None) if start is None else start
-        if t0 is None:
-            raise RuntimeError(f"stage {name!r} was never begun")
-        alloc, reserved = self._fold_peaks()
-        rec = {"name": name, "parent": parent, "duration_s": t - t0, "start_s": t0, "end_s": t,
-               "peak_allocated_gb": alloc, "peak_reserved_gb": reserved,
-               "memory": {"peak_gb": alloc, "peak_reserved_gb": reserved}, **extra}
-        if comment:
-            rec["comment"] = comment
-        self.stages.append(rec)
-        return rec
-
-    @contextmanager
-    def stage(self, name: str, **kwargs: Any) -> Iterator[None]:
-        """``with clock.stage(name):`` — begin, then end even if the body raises."""
-        self.begin(name)
-        try:
-            yield
-        finally:
-            self.end(name, **kwargs)
-
-
-class StepTimer:
-    """Times the denoising loop from outside: a DiT forward pre-hook and a wrapped solver ``step``.
-
-    Step 0 starts at the loop's first DiT forward; step ``i`` ends when the solver's ``step`` returns; step
-    ``i + 1`` starts there. ``forwards`` counts the DiT forwards of each step.
-    """
-
-    def __init__(self, clock: StageClock) -> None:
-        self.clock = clock
-        self.loop_start: float | None = None
-        self.loop_end: float | None = None
-        self.step_start: float | None = None
-        self.forwards: list[int] = []
-        self._pending = 0
-
-    def pre_forward(self, module: torch.nn.Module, args: Any) -> None:
-        """Forward pre-hook of the DiT."""
-        if self.step_start is None:
-            t = self.clock.begin("_step")
-            if self.loop_start is None:
-                self.loop_start = t
-            self.step_start = t
-        self._pending += 1
-
-    def after_solver_step(self) -> None:
-        """Called when the solver's ``step`` has returned: closes the current step."""
-        if self.step_start is None:
-            return  # a solver step outside the timed loop
-        i = len(self.forwards)
-        rec = self.clock.end("_step", parent=st.DENOISING.name, start=self.step_start, forwards=self._pending)
-        rec["name"] = st.step_name(i)
-        self.forwards.append(self._pending)
-        self._pending = 0
-        self.loop_end = rec["end_s"]
-        self.step_start = None
-        self.clock.begin("_step")  # the next step starts where this one ended
-        self.step_start = rec["end_s"]
-
-    def close(self) -> None:
-        """Drop the open step that follows the last one (it never ran)."""
-        self.clock._open.pop("_step", None)
-        self.step_start = None
-
-
-@contextmanager
-def _patched(obj: Any, name: str, value: Any) -> Iterator[None]:
-    had = name in vars(obj)
-    old = vars(obj).get(name)
-    setattr(obj, name, value)
-    try:
-        yield
-    finally:
-        if had:
-            setattr(obj, name, old)
-        else:
-            delattr(obj, name)
-
-
-@contextmanager
-def _timed_solver_steps(classes: list[type], timer: StepTimer) -> Iterator[None]:
-    """Wrap ``step`` of each solver class (restored on exit); the wrapper calls the original unchanged."""
-    patches = []
-    for cls in classes:
-        original = cls.step
-
-        def step(self: Any, *args: Any, _orig: Callable[..., Any] = original, **kwargs: Any) -> Any:
-            out = _orig(self, *args, **kwargs)
-            timer.after_solver_step()
-            return out
-
-        patches.append(_patched(cls, "step", functools.wraps(original)(step)))
-    with _stack(patches):
-        yield
-
-
-@contextmanager
-def _stack(managers: list[Any]) -> Iterator[None]:
-    with ExitStack() as stack:
-        for m in managers:
-            stack.enter_context(m)
-        yield
-
-
-class _TimedTextEncoder:
-    """Proxy for the official ``T5EncoderModel``: ``__call__`` is timed, everything else delegates."""
-
-    def __init__(self, inner: Any, clock: StageClock) -> None:
-        self._inner = inner
-        self._clock = clock
-        self.first_start: float | None = None
-        self.last_end: float | None = None
-        self.calls = 0
-        self.peaks: list[tuple[float | None, float | None]] = []
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        t0 = self._clock.begin("_text")
-        out = self._inner(*args, **kwargs)
-        rec = self._clock.end("_text", parent=None)
-        self._clock.stages.remove(rec)
-        self.peaks.append((rec["peak_allocated_gb"], rec["peak_reserved_gb"]))
-        self.first_start = t0 if self.first_start is None else self.first_start
-        self.last_end = rec["end_s"]
-        self.calls += 1
-        return out
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-def _wrap_moves(module: torch.nn.Module, label: str, clock: StageClock, target: torch.device) -> None:
-    """Time ``module.to(device)`` / ``module.cpu()`` as ``{label}_to_device`` / ``{label}_offload`` stages."""
-    original_to, original_cpu = module.to, module.cpu
-
-    def stage_name(dev: torch.device) -> str:
-        return f"{label}_to_device" if dev == target else f"{label}_offload"
-
-    def to(*args: Any, **kwargs: Any) -> Any:
-        dev = kwargs.get("device")
-        for a in args:
-            if isinstance(a, (torch.device, str, int)):
-                dev = a
-        if dev is None:  # dtype-only conversion: not a move
-            return original_to(*args, **kwargs)
-        name = stage_name(torch.device(dev) if not isinstance(dev, int) else torch.device("cuda", dev))
-        with clock.stage(name, comment=f"{label} .to(), host<->device copy"):
-            return original_to(*args, **kwargs)
-
-    def cpu() -> Any:
-        with clock.stage(stage_name(torch.device("cpu")), comment=f"{label} .cpu(), device->host copy"):
-            return original_cpu()
-
-    object.__setattr__(module, "to", to)
-    object.__setattr__(module, "cpu", cpu)
-
-
-# ----------------------------------------------------------------------------------- tiny overrides
-
-
-def config_overrides_for(preset: ModelPreset) -> dict[str, Any]:
-    """The official config's fields that differ for ``preset`` (empty for ti2v-5B)."""
-    if preset.name == TI2V_5B.name:
-        return {}
-    dit = preset.dit
-    return {"text_len": preset.text_len, "dim": dit["num_attention_heads"] * dit["attention_head_dim"],
-            "ffn_dim": dit["ffn_dim"], "freq_dim": dit["freq_dim"], "num_heads": dit["num_attention_heads"],
-            "num_layers": dit["num_layers"], "patch_size": tuple(dit["patch_size"]), "vae_stride": preset.vae_stride,
-            "sample_steps": preset.default_steps, "frame_num": preset.default_frame_num}
-
-
-def _t5_dims(preset: ModelPreset) -> dict[str, Any]:
-    t5 = preset.t5
-    return {"vocab_size": t5["vocab_size"], "dim": t5["d_model"], "dim_attn": t5["num_heads"] * t5["d_kv"],
-            "dim_ffn": t5["d_ff"], "num_heads": t5["num_heads"], "encoder_layers": t5["num_layers"],
-            "num_buckets": t5["relative_attention_num_buckets"]}
-
-
-def _vae_dims(preset: ModelPreset) -> dict[str, Any]:
-    vae = preset.vae
-    return {"dec_dim": vae["decoder_base_dim"], "num_res_blocks": vae["num_res_blocks"]}
-
-
-@contextmanager
-def _architecture(wan: types.ModuleType, preset: ModelPreset) -> Iterator[list[str]]:
-    """For a non-5B preset, pass its dimensions to the official constructors that hardcode the 5B's."""
-    notes: list[str] = []
-    if preset.name == TI2V_5B.name:
-        yield notes
-        return
-    t5_mod = sys.modules["wan.modules.t5"]
-    vae_mod = sys.modules["wan.modules.vae2_2"]
-    t5_dims, vae_dims = _t5_dims(preset), _vae_dims(preset)
-    orig_umt5, orig_video_vae = t5_mod.umt5_xxl, vae_mod._video_vae
-    with _stack([_patched(t5_mod, "umt5_xxl", lambda **kw: orig_umt5(**{**kw, **t5_dims})),
-                 _patched(vae_mod, "_video_vae", lambda **kw: orig_video_vae(**{**kw, **vae_dims}))]):
-        notes.append(f"preset {preset.name!r}: official umt5_xxl built with {t5_dims}, _video_vae with "
-                     f"{vae_dims}, Wan2_2_VAE with the preset's z_dim/base_dim/dim_mult, DiT text_dim="
-                     f"{preset.dit['text_dim']}")
-        yield notes
-
-
-def _vae_kwargs(preset: ModelPreset) -> dict[str, Any]:
-    if preset.name == TI2V_5B.name:
-        return {}
-    vae = preset.vae
-    return {"z_dim": vae["z_dim"], "c_dim": vae["base_dim"], "dim_mult": list(vae["dim_mult"]),
-            "temperal_downsample": list(vae["temperal_downsample"])}
-
-
-# ---------------------------------------------------------------------------------------------- run
-
-
-def _cpu_flash_attention() -> Callable[..., Any]:
-    """The installed ``wan/modules/attention.py`` executed again with asserts stripped (CPU tests only)."""
-    path = Path(sys.modules["wan.modules.attention"].__file__ or "")
-    code = compile(path.read_text(encoding="utf-8"), str(path), "exec", optimize=1)
-    mod = types.ModuleType("_wan_enhanced_cpu_attention")
-    mod.__file__ = str(path)
-    exec(code, mod.__dict__)  # noqa: S102 - the installed official file, nothing else
-    return mod.flash_attention
 
 
 def _resolve_device(device: str | torch.device, device_id: int) -> tuple[torch.device, int]:
@@ -523,7 +130,7 @@ def run_official(ckpt_dir: str | Path, *, size: tuple[int, int] = (1280, 704), f
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     t_total = clock.now()
-    vae_kwargs = _vae_kwargs(preset)
+    vae_kwargs = vae_constructor_kwargs(preset)
     orig_t5, orig_vae, orig_model = ti2v_mod.T5EncoderModel, ti2v_mod.Wan2_2_VAE, ti2v_mod.WanModel
     dit_kwargs = {} if preset.name == TI2V_5B.name else {"text_dim": preset.dit["text_dim"]}
 
@@ -548,7 +155,7 @@ def run_official(ckpt_dir: str | Path, *, size: tuple[int, int] = (1280, 704), f
             return orig_model.from_pretrained(*args, **kwargs)
         # WanModel lists text_dim in ignore_for_config (always 4096): let the preset's through, tiny only
         ignored = [k for k in orig_model.ignore_for_config if k not in dit_kwargs]
-        with _patched(orig_model, "ignore_for_config", ignored):
+        with patched(orig_model, "ignore_for_config", ignored):
             return orig_model.from_pretrained(*args, **{**kwargs, **dit_kwargs})
 
     model_proxy = types.SimpleNamespace(from_pretrained=from_pretrained)
@@ -557,9 +164,9 @@ def run_official(ckpt_dir: str | Path, *, size: tuple[int, int] = (1280, 704), f
              "offload_model": offload_model, "convert_model_dtype": convert_model_dtype, "t5_cpu": t5_cpu,
              "requested": requested, "init_on_cpu": True, "attention": attention, "device": str(dev)}
 
-    with _architecture(wan, preset) as arch_notes, _stack([
-            _patched(ti2v_mod, "T5EncoderModel", timed_t5), _patched(ti2v_mod, "Wan2_2_VAE", timed_vae),
-            _patched(ti2v_mod, "WanModel", model_proxy)]):
+    with architecture_overrides(wan, preset) as arch_notes, stacked([
+            patched(ti2v_mod, "T5EncoderModel", timed_t5), patched(ti2v_mod, "Wan2_2_VAE", timed_vae),
+            patched(ti2v_mod, "WanModel", model_proxy)]):
         notes += arch_notes
         if on_cpu:
             shims += ["Wan2_2_VAE(device=...)"]
@@ -572,10 +179,10 @@ def run_official(ckpt_dir: str | Path, *, size: tuple[int, int] = (1280, 704), f
         shims.append("WanTI2V.device")
 
     target = torch.device(pipe.device)
-    text_encoder = _TimedTextEncoder(pipe.text_encoder, clock)
+    text_encoder = TimedTextEncoder(pipe.text_encoder, clock)
     pipe.text_encoder = text_encoder
-    _wrap_moves(pipe.text_encoder.model, "T5", clock, target)
-    _wrap_moves(pipe.model, "DiT", clock, target)
+    wrap_moves(pipe.text_encoder.model, "T5", clock, target)
+    wrap_moves(pipe.model, "DiT", clock, target)
     timer = StepTimer(clock)
     hook = pipe.model.register_forward_pre_hook(timer.pre_forward)
     orig_decode = pipe.vae.decode
@@ -590,14 +197,14 @@ def run_official(ckpt_dir: str | Path, *, size: tuple[int, int] = (1280, 704), f
     solvers = [utils_mod.FlowUniPCMultistepScheduler, dpm_mod.FlowDPMSolverMultistepScheduler]
     cpu_patch = []
     if on_cpu:
-        cpu_patch.append(_patched(sys.modules["wan.modules.model"], "flash_attention", _cpu_flash_attention()))
+        cpu_patch.append(patched(sys.modules["wan.modules.model"], "flash_attention", cpu_flash_attention()))
         shims.append("wan.modules.model.flash_attention")
         if not torch.cuda.is_available():
             shims.insert(0, "torch.cuda.current_device")
 
     t_gen = clock.now()
     try:
-        with _timed_solver_steps(solvers, timer), _stack(cpu_patch):
+        with timed_solver_steps(solvers, timer), stacked(cpu_patch):
             video = pipe.generate(prompt, size=(w, h), max_area=w * h, frame_num=frame_num, shift=shift,
                                   sample_solver=sample_solver, sampling_steps=sample_steps,
                                   guide_scale=guide_scale, n_prompt=n_prompt, seed=seed,
@@ -674,6 +281,3 @@ def run_official(ckpt_dir: str | Path, *, size: tuple[int, int] = (1280, 704), f
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
     }
 
-
-__all__ = ["CPU_SHIMS", "OFFICIAL_NEGATIVE_PROMPT", "STUBBED_IF_MISSING", "STUBBED_MODULES", "StageClock",
-           "StepTimer", "config_overrides_for", "import_wan", "install_stubs", "run_official"]

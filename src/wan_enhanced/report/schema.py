@@ -1,8 +1,8 @@
-"""The run report (docs/report-schema.md): build it from a ``Monitor``, write it atomically, load it.
+"""The run report's schema (docs/report-schema.md): its identity, atomic writing, loading and readers.
 
-``build_report`` is the single producer; ``load_report`` is what every consumer calls, and it
+``report.build`` is the single producer; ``load_report`` is what every consumer calls, and it
 refuses — with one ``ReportError`` line naming the path — missing files, non-JSON and other
-schemas or schema versions.
+schemas or schema versions. ``peak_memory`` and ``gpus_used`` are the shared readers.
 """
 
 from __future__ import annotations
@@ -11,161 +11,18 @@ import json
 import math
 import os
 import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import ReportError
-from ..monitor.metrics import Metric, metric, sig, unavailable, value_of
-from ..stages import DENOISING, TOTAL, step_index
-
-if TYPE_CHECKING:  # keep this module (and format_report.py) free of the torch import
-    from ..monitor.core import Monitor
+from .values import Metric, metric, unavailable, value_of
 
 SCHEMA = "wan-enhanced/report"
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "failed", "oom")
 
-__all__ = ["SCHEMA", "SCHEMA_VERSION", "build_report", "gpus_used", "load_report", "metric", "peak_memory",
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "STATUSES", "gpus_used", "load_report", "metric", "peak_memory",
            "peak_memory_gb", "unavailable", "write_json_atomic", "write_report"]
-
-
-def _find(stages: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
-    return next((s for s in stages if s.get("name") == name), None)
-
-
-def steps_of(stages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``[{"index", "duration_s"}]`` for the stages named ``Step_<i>``, in the order they ran."""
-    out = []
-    for s in sorted(stages, key=lambda s: s.get("start_s", 0.0)):
-        i = step_index(str(s.get("name", "")))
-        if i is not None:
-            out.append({"index": i, "duration_s": s.get("duration_s")})
-    return out
-
-
-def _error_obj(error: Any, monitor: Monitor) -> dict[str, Any] | None:
-    if error is None:
-        return None
-    if isinstance(error, BaseException):
-        msg = str(error).strip().splitlines()
-        return {"stage": monitor.failed_stage, "type": type(error).__name__,
-                "message": (msg[0] if msg else repr(error))[:2000]}
-    if isinstance(error, dict):
-        out = dict(error)  # extra keys (e.g. saved_latents) are kept
-        out["stage"] = error.get("stage") or monitor.failed_stage
-        out["type"] = str(error.get("type", "Error"))
-        out["message"] = str(error.get("message", ""))
-        return out
-    return {"stage": monitor.failed_stage, "type": "Error", "message": str(error)}
-
-
-def _totals(monitor: Monitor, stages: list[dict[str, Any]], steps: list[dict[str, Any]],
-            root_stage: str, denoise_stage: str) -> dict[str, Metric]:
-    root = next((s for s in stages if s.get("name") == root_stage and s.get("depth") == 0), None)
-    den = _find(stages, denoise_stage)
-    timer = "timer"
-    sync_note = "CUDA-synchronized" if monitor.is_cuda else "host clock"
-    wall = root["duration_s"] if root else monitor.now_s()
-    t: dict[str, Metric] = {
-        "wall_s": metric(round(wall, 6), "s", timer,
-                         f"{sync_note}; {'stage ' + root_stage if root else 'monitor start → stop'}"),
-        "denoise_s": (metric(den["duration_s"], "s", timer, f"{sync_note}; stage {denoise_stage}") if den
-                      else unavailable("s", f"no {denoise_stage!r} stage")),
-    }
-    durs = [s["duration_s"] for s in steps if isinstance(s.get("duration_s"), int | float)]
-    if durs:
-        t["s_per_step"] = metric(sig(sum(durs) / len(durs), 6), "s", "computed", f"mean of {len(durs)} steps")
-        t["first_step_s"] = metric(durs[0], "s", timer, None)
-        t["mean_rest_step_s"] = (metric(sig(sum(durs[1:]) / len(durs[1:]), 6), "s", "computed",
-                                        f"mean of steps 2..{len(durs)}") if len(durs) > 1
-                                 else unavailable("s", "only one step"))
-    else:
-        for k in ("s_per_step", "first_step_s", "mean_rest_step_s"):
-            t[k] = unavailable("s", "no Step_<i> stages")
-    run_mem = monitor.run_memory()
-    t["peak_memory_gb"] = dict(run_mem["peak_gb"], reason=run_mem["peak_gb"]["reason"] or "max allocated over the run")
-    t["peak_reserved_gb"] = dict(run_mem["peak_reserved_gb"], reason=run_mem["peak_reserved_gb"]["reason"]
-                                 or "max reserved by the caching allocator over the run")
-    peak = value_of(run_mem["peak_gb"])
-    if den is not None and value_of(den["memory"]["start_gb"]) is not None:
-        static = value_of(den["memory"]["start_gb"])
-        t["static_memory_gb"] = metric(static, "GiB", "torch.cuda", f"allocated at start of {denoise_stage}")
-        t["dynamic_memory_gb"] = metric(None if peak is None else round(peak - static, 4), "GiB", "computed",
-                                        "run peak − static")
-    elif not monitor.memory.available:
-        t["static_memory_gb"] = unavailable("GiB", monitor.memory.reason or "no CUDA device")
-        t["dynamic_memory_gb"] = unavailable("GiB", monitor.memory.reason or "no CUDA device")
-    else:
-        t["static_memory_gb"] = unavailable("GiB", f"no {denoise_stage!r} stage")
-        t["dynamic_memory_gb"] = unavailable("GiB", f"no {denoise_stage!r} stage")
-    run_win = monitor.window_metrics(0.0, monitor.now_s())
-    scope = den or root
-    sm = dict(scope["sm"]) if scope else dict(run_win["sm"])
-    if sm["value"] is not None:
-        where = f"over {scope['name']}" if scope else "over the run"
-        sm["reason"] = "; ".join(x for x in (where, sm.get("reason")) if x)
-    t["mean_sm_percent"] = sm
-    whole = root or run_win
-    t["compute_load"] = dict(whole["compute_load"])
-    t["energy_j"] = dict(whole["energy_j"])
-    total_flops, srcs = monitor.total_flops()
-    t["flops"] = (metric(total_flops, "FLOP", "+".join(sorted(srcs)), "all FLOPs recorded in the run")
-                  if total_flops else unavailable("FLOP", "no FLOPs recorded"))
-    if den is not None and value_of(den["flops"]) is not None:
-        t["tflops_per_s"] = dict(den["tflops_per_s"], reason=f"over {denoise_stage}")
-        t["mfu"] = dict(den["mfu"])
-        if t["mfu"]["value"] is not None:
-            t["mfu"]["reason"] = f"over {denoise_stage}; " + (t["mfu"]["reason"] or "")
-    else:
-        fm = monitor.flops_metrics(total_flops, srcs, wall, "no FLOPs recorded")
-        t["tflops_per_s"], t["mfu"] = fm["tflops_per_s"], fm["mfu"]
-    t.update(monitor.run_host())  # extra: cpu_percent, host_rss_peak_gb over the run
-    return t
-
-
-def build_report(monitor: Monitor, *, run: dict[str, Any], weights: dict[str, Any],
-                 outputs: dict[str, Any] | None = None, status: str = "ok", error: Any = None,
-                 system: dict[str, Any] | None = None, root_stage: str = TOTAL.name,
-                 denoise_stage: str = DENOISING.name) -> dict[str, Any]:
-    """The report object for a run. Stops the monitor first (closing open stages as incomplete).
-
-    ``error`` may be an exception (its type, first message line and the monitor's failed stage are
-    recorded) or a ``{"stage", "type", "message"}`` dict. ``system`` defaults to
-    ``collect_system_info(monitor.device)``.
-    """
-    if status not in STATUSES:
-        raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
-    if system is None:
-        from ..monitor.system import collect_system_info
-
-        system = collect_system_info(monitor.device)
-    monitor.stop()
-    stages = monitor.stage_dicts()
-    steps = steps_of(stages)
-    out = {"video": None, "frames": None, "width": None, "height": None}
-    out.update(outputs or {})
-    w = {"kind": None, "source": None, "note": ""}
-    w.update(weights or {})
-    return {
-        "schema": SCHEMA,
-        "schema_version": SCHEMA_VERSION,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "status": status,
-        "error": _error_obj(error, monitor),
-        "system": system,
-        "run": dict(run),
-        "weights": w,
-        "monitor": {"device": str(monitor.device), "started": monitor.started_at,
-                    "sample_interval_s": monitor.sample_interval_s, "sm_source": monitor.backend.sm_source,
-                    "sm_reason": monitor.backend.sm_reason, "sampler_errors": monitor.sampler.errors,
-                    "memory_unit": "GiB (2^30 bytes)"},
-        "stages": stages,
-        "steps": steps,
-        "totals": _totals(monitor, stages, steps, root_stage, denoise_stage),
-        "timeline": monitor.timeline(),
-        "outputs": out,
-    }
 
 
 def json_safe(obj: Any) -> Any:

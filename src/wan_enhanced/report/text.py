@@ -11,9 +11,9 @@ from collections import Counter
 from typing import Any
 
 from ..errors import ReportError
-from ..monitor.metrics import fmt_num, value_of
 from ..stages import is_step
 from .schema import gpus_used, load_report
+from .values import fmt_num, value_of
 
 NA = "n/a"
 COLLAPSE_STEPS_OVER = 20

@@ -1,0 +1,81 @@
+"""The benchmark scripts' shared timing helper, and the scripts themselves on the tiny preset (CPU)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wan_enhanced.bench.timing import errors, summarize, time_fn
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_summarize_median_spread_and_iqr():
+    t = summarize([4.0, 1.0, 3.0, 2.0, 5.0], first_s=9.0, method="m")
+    assert (t.median_s, t.min_s, t.max_s, t.first_s) == (3.0, 1.0, 5.0, 9.0)
+    assert t.iqr_s == pytest.approx(4.5 - 1.5)  # statistics.quantiles, exclusive method
+    assert summarize([1.0, 2.0], 0.0, "m").iqr_s is None  # fewer than 4 repeats: no IQR
+    assert "1–5 s over 5 repeats, IQR 3 s" == t.spread
+    with pytest.raises(ValueError):
+        summarize([], 0.0, "m")
+
+
+def test_time_fn_on_cpu_times_each_repeat_and_the_first_call_apart():
+    calls = []
+
+    def fn() -> None:
+        calls.append(1)
+        sum(range(2000))
+
+    t = time_fn(fn, repeats=4, warmup=2, device="cpu")
+    # first call, one untimed warm-up, then four measurements (the Timer adds two untimed calls before each)
+    assert len(calls) == 1 + 1 + 4 * 3 and len(t.times_s) == 4
+    assert t.min_s <= t.median_s <= t.max_s and t.first_s > 0 and t.method == "torch.utils.benchmark.Timer"
+    with pytest.raises(ValueError):
+        time_fn(fn, repeats=0, device="cpu")
+
+
+def test_errors():
+    import torch
+
+    ref = torch.tensor([1.0, 2.0, 2.0])
+    e = errors(ref + torch.tensor([0.0, 0.0, 0.3]), ref)
+    assert e["max_abs"] == pytest.approx(0.3) and e["rel_l2"] == pytest.approx(0.1)
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmark" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
+
+
+@pytest.mark.slow
+def test_peers_script_runs_every_peer_it_can_on_the_tiny_preset(tmp_path):
+    peers = ["ours", "diffusers_plain"] + (["official_flash"] if importlib.util.find_spec("wan") else [])
+    rc = _script("peers").main(["--task", "tiny", "--device", "cpu", "--out", str(tmp_path / "o"), "--ckpt_dir",
+                                str(tmp_path / "ck"), "--steps", "2", "--job_steps", "5", "--peers", ",".join(peers)])
+    assert rc == 0
+    res = json.loads((tmp_path / "o" / "peers.json").read_text())
+    assert [r["peer"] for r in res["records"]] == peers and not res["failures"]
+    assert [r["peer"] for r in res["ratios"]] == peers[1:]
+    for r in res["records"]:
+        e = r["estimate"]
+        assert e["kind"] == "extrapolated from 2 steps" and e["job_steps"] == 5
+        assert e["denoise_s"] == pytest.approx(e["first_step_s"] + 4 * e["steady_step_s"]
+                                               + max(0.0, r["stages"]["Denoising"] - sum(r["steps_s"])))
+    assert "| peer | denoise + decode (s) |" in (tmp_path / "o" / "peers.md").read_text()
+
+
+def test_load_official_script_on_the_tiny_preset(tmp_path):
+    out = tmp_path / "load.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmark" / "load_official.py"), "--task", "tiny", "--device",
+                           "cpu", "--dir", str(tmp_path / "ck"), "--out", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(out.read_text())
+    assert {(r["cache"], r["model"]) for r in res["runs"]} == {(c, m) for c in ("cold", "warm") for m in ("dit", "t5", "vae")}
