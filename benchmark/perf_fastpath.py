@@ -1,5 +1,9 @@
 """Issue 6 ablation on one GPU: the plain diffusers path vs our fast path, lever by lever.
 
+Why this script is long (~520 lines): each section is one self-contained ablation of issue 6 whose committed
+JSON results (benchmark/results/*/s3, s4) this code must keep reproducing; the shared timing and error helpers
+live in ``wan_enhanced.bench.timing``.
+
 Sections (``--sections dit,vae,e2e_diffusers``):
 - ``dit``: one DiT forward at the run's size (default 1280*704, 121 frames → 27,280 tokens), median of
   ``--repeats`` after warm-up, for each lever combination; max-abs and relative error of the noise

@@ -78,7 +78,8 @@ def test_fa4_needs_a_hopper_or_blackwell_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     assert fastpath.fa4_unavailable(CUDA) is None
     assert FastPath().resolve(CUDA).attention_backend == "flash4"
-    assert FastPath().resolve(CUDA, context_parallel=True).attention_backend == "cudnn"  # Ulysses: not measured
+    cp = FastPath().resolve(CUDA, context_parallel=True)  # Ulysses: FA4 not measured there; its hooks run eagerly
+    assert cp.attention_backend != "flash4" and cp.compile == "none"
 
 
 def test_flash4_on_the_cpu_is_rejected_before_loading(monkeypatch):

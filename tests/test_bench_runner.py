@@ -30,6 +30,7 @@ def broken_ckpt(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.mark.slow  # ~30 s on 2 cores: the whole smoke suite, twice
 def test_smoke_suite_end_to_end_with_a_failing_case_then_resume(tmp_path, capsys, broken_ckpt):
     cfg = _write(tmp_path / "suite.json", {
         "description": "test suite",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,10 +18,17 @@ from wan_enhanced.errors import ConfigError
 HERE = Path(__file__).resolve().parent
 
 
+def _free_port() -> str:
+    """A TCP port that is free on this machine now (the OS picks it), so parallel test runs never collide."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
+
+
 def _torchrun(n: int, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent / "src")}
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n),
-                           "--master_port", "29517", str(HERE / "parallel_worker.py"), *args],
+                           "--master_port", _free_port(), str(HERE / "parallel_worker.py"), *args],
                           capture_output=True, text=True, timeout=300, env=env)
 
 
@@ -41,7 +49,7 @@ def test_a_failing_rank_writes_its_report_and_does_not_hang(tmp_path):
     report = tmp_path / "r.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent / "src")}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_port", "29519", str(HERE / "parallel_fail_worker.py"), str(report)],
+                           "--master_port", _free_port(), str(HERE / "parallel_fail_worker.py"), str(report)],
                           capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode != 0
     rank1 = json.loads((tmp_path / "r.rank1.json").read_text())

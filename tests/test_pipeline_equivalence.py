@@ -17,16 +17,7 @@ from wan_enhanced.pipeline import TI2VPipeline, make_scheduler
 
 def _ours(cfg, fast=None):
     pipe = TI2VPipeline(cfg, progress=False, fast=fast)
-    pipe.load_text_encoder()
-    ctx, ctx_null = pipe.encode_text(cfg.prompt, cfg.effective_negative_prompt)
-    cond = None
-    if cfg.is_i2v:
-        pipe.load_vae()
-        cond = pipe.encode_image(cfg.image)
-    pipe.load_dit()
-    if pipe.vae is None:
-        pipe.load_vae()
-    latents = pipe.denoise(ctx, ctx_null, cond)
+    latents, ctx, ctx_null = pipe.denoised_latents()  # the pipeline's own stage order
     return pipe, ctx, ctx_null, latents
 
 

@@ -73,10 +73,12 @@ class FastPath:
 
         ``attention_backend='auto'`` becomes ``flash4`` on a CUDA GPU of compute capability 9.x/10.x with
         FlashAttention-4 installed, except under context parallelism (Ulysses), where FA4 was not measured.
+        ``compile='auto'`` is the regional compile on CUDA, except under context parallelism: its hooks run
+        eagerly (the one place this rule lives; ``validate_fastpath`` rejects an explicit ``blocks``).
         """
         compile_mode = self.compile
         if compile_mode == "auto":
-            compile_mode = "blocks" if device.type == "cuda" else "none"
+            compile_mode = "blocks" if device.type == "cuda" and not context_parallel else "none"
         backend = self.attention_backend
         note = self.attention_note
         if backend == "auto" and device.type == "cuda" and not context_parallel and fa4_unavailable(device) is None:

@@ -1,5 +1,8 @@
 """The one declaration of every ``generate`` flag (official Wan2.2 names).
 
+Why this module is long (~400 lines): it is the table itself — 28 flag declarations with their help and
+README text — plus the few functions that render it; splitting the table would split the one declaration.
+
 ``GENERATE_FLAGS`` is the source of:
 
 - the argparse parser of ``generate`` (:func:`add_generate_args`),

@@ -97,9 +97,6 @@ class TI2VPipeline:
         self.dtype = torch.bfloat16
         self.vae_dtype = torch.float32 if cfg.vae_dtype == "fp32" else torch.bfloat16
         self.par = parallel or ParallelContext()
-        if fast is None and self.par.ulysses_size > 1 and cfg.compile == "auto":
-            fast = FastPath(compile="none", attention_backend=cfg.attention_backend,  # CP hooks stay eager
-                            vae_layout=cfg.vae_layout)
         self.residency = Residency(self.device, "offload" if cfg.offload_model else "resident")
         self.fast = (fast or FastPath(compile=cfg.compile, attention_backend=cfg.attention_backend,
                                       vae_layout=cfg.vae_layout)).resolve(
@@ -366,8 +363,11 @@ class TI2VPipeline:
             torch.cuda.empty_cache()
 
     # ---- whole run -----------------------------------------------------------------------
-    def generate(self) -> GenerationResult:
-        """Run every stage in order; returns latents, frames and the video path."""
+    def denoised_latents(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The stages up to and including Denoising, in the pipeline's order: (latents, ctx, ctx_null).
+
+        ``generate`` continues from here; the equivalence tests stop here and compare with diffusers.
+        """
         cfg = self.cfg
         self.load_text_encoder()
         ctx, ctx_null = self.encode_text(cfg.prompt, cfg.effective_negative_prompt)
@@ -375,7 +375,12 @@ class TI2VPipeline:
         self.load_vae()
         cond = self.encode_image(cfg.image) if cfg.is_i2v else None  # type: ignore[arg-type]
         self.load_dit()
-        latents = self.denoise(ctx, ctx_null, cond)
+        return self.denoise(ctx, ctx_null, cond), ctx, ctx_null
+
+    def generate(self) -> GenerationResult:
+        """Run every stage in order; returns latents, frames and the video path."""
+        cfg = self.cfg
+        latents, _, _ = self.denoised_latents()
         self._drop("dit")  # frees its memory before the decoder's activations need it
         if not self.par.is_main:
             return self.result  # rank 0 decodes and writes; the latents are identical on every rank

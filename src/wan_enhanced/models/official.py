@@ -1,5 +1,9 @@
 """Load (and write) checkpoints in the official Wan2.2 TI2V-5B ``ckpt_dir`` layout, key by key.
 
+Why this module is long (~470 lines): the loaders of the three official files and their exact inverse,
+the writer, are kept together so a key or dtype rule changes in one place; the key maps themselves live in
+``official_keys.py``, the layout detection in ``checkpoint.py``.
+
 Layout (Wan-AI/Wan2.2-TI2V-5B)::
 
     config.json                                         WanModel config (dim, num_layers, ...)
