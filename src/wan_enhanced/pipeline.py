@@ -160,13 +160,10 @@ class TI2VPipeline:
     def encode_text(self, prompt: str, negative_prompt: str | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Prompt (and negative prompt when CFG is on) → padded embeddings on the compute device."""
         t5 = self.text_encoder
-        with self.stage(stages.text_encoding(self.cfg.t5_cpu)):
-            if not self.cfg.t5_cpu:
-                t5 = self.residency.acquire(t5)
+        on_device = contextlib.nullcontext(t5) if self.cfg.t5_cpu else self.residency.on_device(t5)
+        with self.stage(stages.text_encoding(self.cfg.t5_cpu)), on_device as t5:
             ctx = self._t5(t5, prompt)
             ctx_null = self._t5(t5, negative_prompt) if self.cfg.guidance and negative_prompt is not None else None
-            if not self.cfg.t5_cpu:
-                self.residency.release(t5)
         return ctx, ctx_null
 
     def _t5(self, t5: Any, text: str) -> torch.Tensor:
@@ -210,8 +207,7 @@ class TI2VPipeline:
         from PIL import Image
 
         w, h = self.cfg.width_height
-        with self.stage(stages.IMAGE_ENCODING):
-            vae = self.residency.acquire(self.vae)
+        with self.stage(stages.IMAGE_ENCODING), self.residency.on_device(self.vae) as vae:
             image = Image.open(image_path).convert("RGB")
             pixels = VideoProcessor(vae_scale_factor=self.preset.vae_stride[1]).preprocess(
                 image, height=h, width=w, resize_mode="crop")
@@ -220,7 +216,6 @@ class TI2VPipeline:
             self._add_flops("vae_encode", source="estimate")
             mean, inv_std = self._latent_stats(vae, self.device, torch.float32)
             cond = (z - mean) * inv_std
-            self.residency.release(vae)
         return cond
 
     def load_dit(self) -> None:
@@ -246,14 +241,13 @@ class TI2VPipeline:
         comment = f"{cfg.sample_steps} steps, {'CFG' if ctx_null is not None else 'no CFG'}"
         if self.residency.offload:
             comment += "; offload: the DiT weights loaded for this stage count as dynamic memory"
-        with self.stage(stages.DENOISING, comment):
+        with self.stage(stages.DENOISING, comment), self.residency.on_device(self.dit) as dit:
             scheduler = make_scheduler(cfg.sample_solver, cfg.sample_shift)
             latents = self.initial_noise() if latents is None else latents.to(self.device, torch.float32)
             mask = torch.ones(latents.shape, dtype=torch.float32, device=self.device)
             if cond is not None:
                 mask[:, :, 0] = 0
             _, ph, pw = self.preset.patch_size
-            dit = self.residency.acquire(self.dit)
             scheduler.set_timesteps(cfg.sample_steps, device=self.device)
             scheduler.set_begin_index(0)
             scalar = cond is None and self.fast.scalar_timestep
@@ -288,7 +282,6 @@ class TI2VPipeline:
                     self._add_flops(flops_key, (n_fwd / (2 if self.par.cfg_parallel else 1)) / self.par.ulysses_size)
             if cond is not None:
                 latents = (1 - mask) * cond + mask * latents
-            self.residency.release(dit)
         self.result.latents = latents.detach().to("cpu")
         return latents
 
@@ -328,14 +321,12 @@ class TI2VPipeline:
         comment = f"{stages.VAE_DECODING.comment} ({self.cfg.vae_dtype})"
         if self.residency.offload:
             comment += "; offload: the VAE weights loaded for this stage count as dynamic memory"
-        with self.stage(stages.VAE_DECODING, comment):
-            vae = self.residency.acquire(self.vae)
+        with self.stage(stages.VAE_DECODING, comment), self.residency.on_device(self.vae) as vae:
             mean, inv_std = self._latent_stats(vae, self.device, self.vae_dtype)
             z = latents.to(self.device, self.vae_dtype) / inv_std + mean
             video = vae.decode(self.fast.vae_input(z), return_dict=False)[0]
             self._add_flops("vae_decode", source="estimate")
             frames = to_uint8_frames(video)
-            self.residency.release(vae)
         self.result.frames = frames
         return frames
 

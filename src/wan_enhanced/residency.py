@@ -11,8 +11,10 @@ PyTorch allocator of this process so a large GPU can answer "does it fit N GB?".
 
 from __future__ import annotations
 
+import contextlib
 import math
 import weakref
+from collections.abc import Iterator
 
 import torch
 
@@ -92,6 +94,17 @@ class Residency:
             t.data = h
         self._ready.pop(model, None)
         torch.cuda.empty_cache()
+
+    @contextlib.contextmanager
+    def on_device(self, model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+        """A stage's one residency construct: ``model`` on the compute device inside, released after.
+
+        On an exception the model is left where it is (the run is ending; its report records the memory
+        as it was at the failure).
+        """
+        m = self.acquire(model)
+        yield m
+        self.release(m)
 
     def forget(self, model: torch.nn.Module | None) -> None:
         """The pipeline no longer needs ``model``: drop its GPU copy and its pinned host copy."""
