@@ -9,6 +9,11 @@ first latent frame (the VAE-encoded image in i2v) gets timestep 0 and is re-blen
 Stages, in order (``stages.PIPELINE_ORDER``): ``Load_Text_Encoder``, ``Text_Encoding``, ``Load_VAE``,
 [``Image_Encoding``], ``Load_DiT``, ``Denoising`` (with ``Step_0`` … ``Step_{n-1}``), ``VAE_Decoding``,
 ``Save_Video``. The pipeline never formats or measures; it only names its stages, from the registry.
+
+Around each stage body there is one construct per concern: ``with self.stage(kind, **work) as work`` (the
+monitor's stage; when the body has finished, the run's :class:`StageFlops` adds the stage's FLOPs from the
+facts in ``work``) and ``with self.residency.on_device(model) as m`` (the model on the compute device for
+the stage, released after; ``admit`` where a model is loaded, one ``prefetch`` of the decoder's weights).
 """
 
 from __future__ import annotations
@@ -73,6 +78,85 @@ def make_scheduler(solver: str, shift: float) -> Any:
     raise ValueError(f"unknown solver {solver!r}")
 
 
+def latent_stats(vae: Any, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The VAE's per-channel latent mean and 1 / std, shaped (1, C, 1, 1, 1)."""
+    z = vae.config.z_dim
+    mean = torch.tensor(vae.config.latents_mean).view(1, z, 1, 1, 1).to(device, dtype)
+    inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1).to(device, dtype)
+    return mean, inv_std
+
+
+class StageFlops:
+    """The FLOP accounting of one run: what each stage computed, added to the monitor as the stage ends.
+
+    Planned when the pipeline is built (the VAE estimate is a meta-device ``FlopCounterMode`` pass: seconds on
+    a small CPU, so never inside a timed stage). One function per registry stage name turns the facts a stage
+    body reports of its work into (FLOPs, source); the pipeline's stage construct calls :meth:`charge` after
+    the body has finished, while the stage is still open, so the FLOPs land on that stage:
+
+    - ``Text_Encoding``: ``prompt_tokens`` (the encoder runs on each prompt's own tokens): analytic;
+    - ``Image_Encoding`` / ``VAE_Decoding``: the VAE estimate;
+    - ``Step_{i}``: ``forwards`` (this rank's share of the step's DiT forwards) and ``scalar`` (one timestep
+      per sample instead of per token): analytic.
+
+    Empty — nothing recorded — when the formulas are unavailable.
+    """
+
+    def __init__(self, units: dict[str, float], t5_config: Any = None) -> None:
+        self.units = units  # FLOPs of one unit of work: a DiT forward, a VAE encode / decode
+        self.t5_config = t5_config
+        self._per_stage: dict[str, Any] = {
+            stages.TEXT_ENCODING.name: self._text,
+            stages.IMAGE_ENCODING.name: lambda work: self._unit("vae_encode", 1.0, "estimate"),
+            stages.STEP.name: lambda work: self._unit("dit_scalar" if work["scalar"] else "dit_per_token",
+                                                      work["forwards"], "analytic"),
+            stages.VAE_DECODING.name: lambda work: self._unit("vae_decode", 1.0, "estimate"),
+        }
+
+    @classmethod
+    def plan(cls, cfg: RunConfig, num_tokens: int, latent_shape: tuple[int, ...]) -> StageFlops:
+        """Analytic / estimated FLOPs of each unit of work of the run ``cfg`` describes."""
+        try:
+            from .models import flops
+        except ImportError:  # pragma: no cover - formulas not installed
+            return cls({})
+        p, text_len = cfg.preset, cfg.preset.text_len
+        _, _, lt, lh, lw = latent_shape
+        units = {
+            "dit_per_token": flops.dit_forward_flops(p.dit, num_tokens=num_tokens, text_len=text_len,
+                                                     per_token_timestep=True).total,
+            "dit_scalar": flops.dit_forward_flops(p.dit, num_tokens=num_tokens, text_len=text_len,
+                                                  per_token_timestep=False).total,
+        }
+        try:
+            units["vae_decode"] = flops.vae_flops_estimate(p.vae, lt, lh, lw, op="decode").total
+            if cfg.is_i2v:
+                units["vae_encode"] = flops.vae_flops_estimate(p.vae, 1, lh, lw, op="encode").total
+        except Exception:  # noqa: BLE001 - an estimate that cannot be made is simply not reported
+            pass
+        return cls({k: float(v) for k, v in units.items()}, p.t5)
+
+    def __bool__(self) -> bool:
+        return bool(self.units)
+
+    def _unit(self, key: str, times: float, source: str) -> tuple[float, str] | None:
+        return (self.units[key] * times, source) if key in self.units else None
+
+    def _text(self, work: dict[str, Any]) -> tuple[float, str] | None:
+        from .models.flops import t5_encoder_flops
+
+        # summed in float, prompt by prompt, as the monitor would have summed one add per prompt
+        return sum(float(t5_encoder_flops(self.t5_config, n).total) for n in work["prompt_tokens"]), "analytic"
+
+    def charge(self, monitor: StageMonitor, name: str, work: dict[str, Any]) -> None:
+        """Add the FLOPs of the stage ``name`` that did ``work`` to the monitor's innermost open stage."""
+        kind = stages.kind_of(name)
+        count = self._per_stage.get(kind.name) if (self.units and kind is not None) else None
+        got = count(work) if count is not None else None
+        if got is not None:
+            monitor.add_flops(got[0], source=got[1])
+
+
 @dataclass
 class GenerationResult:
     """What a run produced (tensors stay on the CPU)."""
@@ -107,22 +191,26 @@ class TI2VPipeline:
         self.current_stage: str | None = None
         self.result = GenerationResult()
         self.text_encoder = self.tokenizer = self.dit = self.vae = None
-        self.flops = self._flops_plan()  # computed here, outside every timed stage
+        self.flops = StageFlops.plan(cfg, self.num_tokens, self.latent_shape)  # outside every timed stage
 
     # ---- helpers -------------------------------------------------------------------------
     @contextlib.contextmanager
-    def stage(self, kind: stages.StageKind | str, comment: str | None = None) -> Iterator[None]:
+    def stage(self, kind: stages.StageKind | str, comment: str | None = None,
+              **work: Any) -> Iterator[dict[str, Any]]:
         """Run a block as a stage of the monitor (and remember it for error reports).
 
         ``kind`` is a registry entry (recorded under its name, with its comment unless ``comment``
-        is given) or a recorded name such as ``stages.step_name(i)``.
+        is given) or a recorded name such as ``stages.step_name(i)``. The block gets ``work``, a dict of
+        facts about the stage's work (given here or filled in by the block); when the block has finished,
+        the run's FLOP accounting turns them into the stage's FLOPs.
         """
         name = kind if isinstance(kind, str) else kind.name
         if comment is None:
             comment = "" if isinstance(kind, str) else kind.comment
         self.current_stage = name
         with self.monitor.stage(name, comment=comment):
-            yield
+            yield work
+            self.flops.charge(self.monitor, name, work)
 
     @property
     def latent_shape(self) -> tuple[int, int, int, int, int]:
@@ -139,34 +227,27 @@ class TI2VPipeline:
         w, h = self.cfg.width_height
         return video_tokens(self.cfg.frame_num, h, w, self.preset.vae_stride, self.preset.patch_size)
 
-    def _latent_stats(self, vae: Any, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        z = vae.config.z_dim
-        mean = torch.tensor(vae.config.latents_mean).view(1, z, 1, 1, 1).to(device, dtype)
-        inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1).to(device, dtype)
-        return mean, inv_std
-
     # ---- stages --------------------------------------------------------------------------
     def load_text_encoder(self) -> None:
         """Build/load the UMT5 encoder and tokenizer (on the CPU with --t5_cpu)."""
         device = torch.device("cpu") if self.cfg.t5_cpu else self.device
         with self.stage(stages.LOAD_TEXT_ENCODER):
             self.text_encoder, self.tokenizer, info = self.loader.text_encoder(device, self.dtype)
-            if not self.cfg.t5_cpu:
-                self.residency.park(self.text_encoder)
+            self.residency.admit(self.text_encoder, host_only=self.cfg.t5_cpu)
         self.result.load_info.append(info)
         self.result.tokenizer = getattr(self.tokenizer, "name", type(self.tokenizer).__name__)
 
     @torch.no_grad()
     def encode_text(self, prompt: str, negative_prompt: str | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Prompt (and negative prompt when CFG is on) → padded embeddings on the compute device."""
-        t5 = self.text_encoder
-        on_device = contextlib.nullcontext(t5) if self.cfg.t5_cpu else self.residency.on_device(t5)
-        with self.stage(stages.text_encoding(self.cfg.t5_cpu)), on_device as t5:
-            ctx = self._t5(t5, prompt)
-            ctx_null = self._t5(t5, negative_prompt) if self.cfg.guidance and negative_prompt is not None else None
+        cfg_on = self.cfg.guidance and negative_prompt is not None
+        with (self.stage(stages.text_encoding(self.cfg.t5_cpu), prompt_tokens=[]) as work,
+              self.residency.on_device(self.text_encoder) as t5):
+            ctx = self._t5(t5, prompt, work["prompt_tokens"])
+            ctx_null = self._t5(t5, negative_prompt, work["prompt_tokens"]) if cfg_on else None
         return ctx, ctx_null
 
-    def _t5(self, t5: Any, text: str) -> torch.Tensor:
+    def _t5(self, t5: Any, text: str, tokens: list[int]) -> torch.Tensor:
         """One prompt → (1, text_len, dim) embeddings, zero after the prompt's last token.
 
         The encoder runs on the prompt's own tokens only, not on the ``text_len`` padded positions the
@@ -176,6 +257,7 @@ class TI2VPipeline:
         prompt's length: 3.46 → 2.33 s for the default prompt and negative prompt on a 16-core Xeon, with
         the byte-level stand-in tokenizer of random-weight runs (104 + 404 tokens instead of 2 × 512).
         ``test_t5_on_prompt_tokens_only_matches_the_padded_run`` checks it against the padded run.
+        The prompt's token count is appended to ``tokens`` (its FLOPs depend on it).
         """
         text_len = self.preset.text_len
         dev = next(t5.parameters()).device
@@ -185,10 +267,7 @@ class TI2VPipeline:
         seq_len = int(tok.attention_mask.gt(0).sum())
         ids, mask = tok.input_ids[:, :seq_len].to(dev), tok.attention_mask[:, :seq_len].to(dev)
         hidden = t5(ids, mask).last_hidden_state[0]
-        if self.flops:  # FLOPs are planned (the monitor is installed): exact for this prompt's length
-            from .models.flops import t5_encoder_flops
-
-            self.monitor.add_flops(t5_encoder_flops(self.preset.t5, seq_len).total)
+        tokens.append(seq_len)
         out = torch.zeros(1, text_len, hidden.shape[-1], dtype=self.dtype, device=self.device)
         out[0, :seq_len] = hidden.to(self.device, self.dtype)
         return out
@@ -198,7 +277,7 @@ class TI2VPipeline:
         with self.stage(stages.LOAD_VAE):
             self.vae, info = self.loader.vae(self.device, self.vae_dtype)
             self.fast.apply_vae(self.vae)
-            self.residency.park(self.vae)
+            self.residency.admit(self.vae)
         self.result.load_info.append(info)
 
     @torch.no_grad()
@@ -213,8 +292,7 @@ class TI2VPipeline:
                 image, height=h, width=w, resize_mode="crop")
             pixels = pixels.to(self.device, torch.float32).unsqueeze(2).to(self.vae_dtype)
             z = vae.encode(self.fast.vae_input(pixels)).latent_dist.mode().to(torch.float32)
-            self._add_flops("vae_encode", source="estimate")
-            mean, inv_std = self._latent_stats(vae, self.device, torch.float32)
+            mean, inv_std = latent_stats(vae, self.device, torch.float32)
             cond = (z - mean) * inv_std
         return cond
 
@@ -222,7 +300,7 @@ class TI2VPipeline:
         """Build/load the diffusion transformer."""
         with self.stage(stages.LOAD_DIT):
             self.dit, info = self.loader.dit(self.device, self.dtype)
-            self.residency.park(self.dit)
+            self.residency.admit(self.dit)
             apply_ulysses(self.dit, self.par)
             self.fast.apply_dit(self.dit, self.device)
         self.result.load_info.append(info)
@@ -238,9 +316,8 @@ class TI2VPipeline:
         """The sampling loop: one ``Step_i`` stage per step, CFG as two batch-1 forwards."""
         cfg = self.cfg
         n_fwd = 2 if ctx_null is not None else 1
-        comment = f"{cfg.sample_steps} steps, {'CFG' if ctx_null is not None else 'no CFG'}"
-        if self.residency.offload:
-            comment += "; offload: the DiT weights loaded for this stage count as dynamic memory"
+        forwards = (n_fwd / (2 if self.par.cfg_parallel else 1)) / self.par.ulysses_size  # this rank's share
+        comment = stages.denoising_comment(cfg.sample_steps, ctx_null is not None, self.residency.offload)
         with self.stage(stages.DENOISING, comment), self.residency.on_device(self.dit) as dit:
             scheduler = make_scheduler(cfg.sample_solver, cfg.sample_shift)
             latents = self.initial_noise() if latents is None else latents.to(self.device, torch.float32)
@@ -251,10 +328,9 @@ class TI2VPipeline:
             scheduler.set_timesteps(cfg.sample_steps, device=self.device)
             scheduler.set_begin_index(0)
             scalar = cond is None and self.fast.scalar_timestep
-            flops_key = "dit_scalar" if scalar else "dit_per_token"
             steps = tqdm(scheduler.timesteps, desc="denoise", disable=not self.progress, leave=False)
             for i, t in enumerate(steps):
-                with self.stage(stages.step_name(i), stages.STEP.comment):
+                with self.stage(stages.step_name(i), stages.STEP.comment, forwards=forwards, scalar=scalar):
                     model_in = latents if cond is None else (1 - mask) * cond + mask * latents
                     model_in = model_in.to(self.dtype)
                     if scalar:
@@ -278,38 +354,10 @@ class TI2VPipeline:
                                      return_dict=False)[0]
                         noise = uncond + cfg.sample_guide_scale * (noise - uncond)
                     latents = scheduler.step(noise, t, latents, return_dict=False)[0]
-                    # this rank's share of the step's work
-                    self._add_flops(flops_key, (n_fwd / (2 if self.par.cfg_parallel else 1)) / self.par.ulysses_size)
             if cond is not None:
                 latents = (1 - mask) * cond + mask * latents
         self.result.latents = latents.detach().to("cpu")
         return latents
-
-    def _flops_plan(self) -> dict[str, float]:
-        """Analytic / estimated FLOPs of each unit of work of this run (empty if unavailable)."""
-        try:
-            from .models import flops
-        except ImportError:  # pragma: no cover - monitor not installed
-            return {}
-        p, n, text_len = self.preset, self.num_tokens, self.preset.text_len
-        _, _, lt, lh, lw = self.latent_shape
-        plan = {
-            "dit_per_token": flops.dit_forward_flops(p.dit, num_tokens=n, text_len=text_len,
-                                                     per_token_timestep=True).total,
-            "dit_scalar": flops.dit_forward_flops(p.dit, num_tokens=n, text_len=text_len,
-                                                  per_token_timestep=False).total,
-        }
-        try:  # a meta-device FlopCounterMode pass: seconds on a small CPU, so never inside a stage
-            plan["vae_decode"] = flops.vae_flops_estimate(p.vae, lt, lh, lw, op="decode").total
-            if self.cfg.is_i2v:
-                plan["vae_encode"] = flops.vae_flops_estimate(p.vae, 1, lh, lw, op="encode").total
-        except Exception:  # noqa: BLE001 - an estimate that cannot be made is simply not reported
-            pass
-        return {k: float(v) for k, v in plan.items()}
-
-    def _add_flops(self, key: str, times: float = 1.0, source: str = "analytic") -> None:
-        if key in self.flops:
-            self.monitor.add_flops(self.flops[key] * times, source=source)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> np.ndarray:
@@ -318,14 +366,11 @@ class TI2VPipeline:
         The [-1, 1] → uint8 conversion (diffusers' denormalisation, then ×255 and rounding, as the mp4
         writer would do) runs on the compute device, so a quarter of the bytes cross to the host.
         """
-        comment = f"{stages.VAE_DECODING.comment} ({self.cfg.vae_dtype})"
-        if self.residency.offload:
-            comment += "; offload: the VAE weights loaded for this stage count as dynamic memory"
+        comment = stages.vae_decoding_comment(self.cfg.vae_dtype, self.residency.offload)
         with self.stage(stages.VAE_DECODING, comment), self.residency.on_device(self.vae) as vae:
-            mean, inv_std = self._latent_stats(vae, self.device, self.vae_dtype)
+            mean, inv_std = latent_stats(vae, self.device, self.vae_dtype)
             z = latents.to(self.device, self.vae_dtype) / inv_std + mean
             video = vae.decode(self.fast.vae_input(z), return_dict=False)[0]
-            self._add_flops("vae_decode", source="estimate")
             frames = to_uint8_frames(video)
         self.result.frames = frames
         return frames

@@ -28,79 +28,128 @@ def _tensors(model: torch.nn.Module) -> list[torch.Tensor]:
     return list(model.parameters()) + list(model.buffers())
 
 
-class Residency:
-    """Moves models between the compute device and pinned host memory according to the policy."""
+class CudaCopies:
+    """The CUDA side of offloading: pinned host buffers, a side stream for prefetches, and their events.
 
-    def __init__(self, device: torch.device, policy: str) -> None:
+    ``Residency`` decides *when* a model moves; this class only knows *how* (a test passes a CPU fake).
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._stream = torch.cuda.Stream(device)
+
+    def to_host(self, t: torch.Tensor) -> torch.Tensor:
+        """A pinned host copy of ``t``."""
+        # empty_like keeps t's strides (dense layouts), so a channels-last VAE comes back channels-last
+        h = torch.empty_like(t, device="cpu", pin_memory=True)
+        h.copy_(t.detach())  # one copy straight into pinned memory
+        return h
+
+    def start_to_device(self, host: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.cuda.Event]:
+        """Start copying ``host`` to the device on the side stream: (device tensors, their ready event)."""
+        self._stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(self._stream):
+            out = [h.to(self.device, non_blocking=True) for h in host]
+            ev = torch.cuda.Event()
+            ev.record(self._stream)
+        return out, ev
+
+    def wait(self, ready: torch.cuda.Event, tensors: list[torch.Tensor]) -> None:
+        """Make the compute stream wait for a prefetch and own its blocks."""
+        cur = torch.cuda.current_stream(self.device)
+        cur.wait_event(ready)
+        for t in tensors:
+            t.record_stream(cur)  # the side stream's blocks are in use on this stream
+
+    def free_cache(self) -> None:
+        """Give the caching allocator's free blocks back."""
+        torch.cuda.empty_cache()
+
+
+class Residency:
+    """Moves models between the compute device and pinned host memory according to the policy.
+
+    The pipeline talks to it once per stage: ``admit(model)`` where a model is loaded, ``with
+    on_device(model) as m:`` around the stage that runs it, ``prefetch(next_model)`` where the next
+    stage's weights may start to arrive, ``forget(model)`` when the run no longer needs it.
+    """
+
+    def __init__(self, device: torch.device, policy: str, copies: CudaCopies | None = None) -> None:
         if policy not in POLICIES:
             raise ValueError(f"unknown residency policy {policy!r}; allowed: {', '.join(POLICIES)}")
         self.device = device
-        self.policy = policy if device.type == "cuda" else "resident"
+        self.policy = policy if device.type == "cuda" or copies is not None else "resident"
         # keyed by the module itself (weakly): an id() could be reused by a later model
         self._host: weakref.WeakKeyDictionary[torch.nn.Module, list[torch.Tensor]] = weakref.WeakKeyDictionary()
-        self._ready: weakref.WeakKeyDictionary[torch.nn.Module, torch.cuda.Event] = weakref.WeakKeyDictionary()
-        self._stream = torch.cuda.Stream(device) if self.policy == "offload" else None
+        self._ready: weakref.WeakKeyDictionary[torch.nn.Module, object] = weakref.WeakKeyDictionary()
+        self._host_only: weakref.WeakSet[torch.nn.Module] = weakref.WeakSet()
+        self._copies = copies if copies is not None or self.policy != "offload" else CudaCopies(device)
 
     @property
     def offload(self) -> bool:
         """True when models leave the GPU between stages."""
         return self.policy == "offload"
 
+    def admit(self, model: torch.nn.Module, host_only: bool = False) -> torch.nn.Module:
+        """A model just loaded: parked until its stage (offload), or kept on the host for its whole life
+        (``host_only``: ``--t5_cpu``), where every other call of this class leaves it alone."""
+        if host_only:
+            self._host_only.add(model)
+            return model
+        return self.park(model)
+
     def park(self, model: torch.nn.Module) -> torch.nn.Module:
         """Keep a pinned host copy of ``model``'s weights and free its GPU memory (offload only)."""
-        if not self.offload or model in self._host:
+        if not self.offload or model in self._host or model in self._host_only:
             return model
+        assert self._copies is not None
         host = []
         for t in _tensors(model):
-            # empty_like keeps t's strides (dense layouts), so a channels-last VAE comes back channels-last
-            h = torch.empty_like(t, device="cpu", pin_memory=True)
-            h.copy_(t.detach())  # one copy straight into pinned memory
+            h = self._copies.to_host(t)
             host.append(h)
             t.data = h
         self._host[model] = host
-        torch.cuda.empty_cache()
+        self._copies.free_cache()
         return model
 
     def prefetch(self, model: torch.nn.Module | None) -> None:
         """Start copying ``model`` to the GPU on a side stream (no-op unless parked)."""
         if model is None or not self.offload or model not in self._host or model in self._ready:
             return
-        assert self._stream is not None
-        self._stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(self._stream):
-            for t, h in zip(_tensors(model), self._host[model], strict=True):
-                t.data = h.to(self.device, non_blocking=True)
-            ev = torch.cuda.Event()
-            ev.record(self._stream)
-        self._ready[model] = ev
+        assert self._copies is not None
+        on_device, ready = self._copies.start_to_device(self._host[model])
+        for t, d in zip(_tensors(model), on_device, strict=True):
+            t.data = d
+        self._ready[model] = ready
 
     def acquire(self, model: torch.nn.Module) -> torch.nn.Module:
         """Make sure ``model`` is on the compute device before its stage."""
+        if model in self._host_only:
+            return model
         if not self.offload:
             return model.to(self.device)
+        assert self._copies is not None
         self.park(model)
         self.prefetch(model)
-        cur = torch.cuda.current_stream(self.device)
-        cur.wait_event(self._ready[model])
-        for t in _tensors(model):
-            t.data.record_stream(cur)  # the side stream's blocks are in use on this stream
+        self._copies.wait(self._ready[model], [t.data for t in _tensors(model)])
         return model
 
     def release(self, model: torch.nn.Module | None) -> None:
         """After a stage: drop the GPU copy (the pinned host copy stays) when offloading."""
         if model is None or not self.offload or model not in self._host:
             return
+        assert self._copies is not None
         for t, h in zip(_tensors(model), self._host[model], strict=True):
             t.data = h
         self._ready.pop(model, None)
-        torch.cuda.empty_cache()
+        self._copies.free_cache()
 
     @contextlib.contextmanager
     def on_device(self, model: torch.nn.Module) -> Iterator[torch.nn.Module]:
         """A stage's one residency construct: ``model`` on the compute device inside, released after.
 
-        On an exception the model is left where it is (the run is ending; its report records the memory
-        as it was at the failure).
+        A host-only model (``admit(..., host_only=True)``) stays where it is. On an exception the model
+        is left where it is (the run is ending; its report records the memory as it was at the failure).
         """
         m = self.acquire(model)
         yield m
@@ -112,6 +161,7 @@ class Residency:
             return
         self.release(model)
         self._host.pop(model, None)
+        self._host_only.discard(model)
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 

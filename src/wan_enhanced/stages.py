@@ -100,6 +100,22 @@ def text_encoding(t5_cpu: bool) -> StageKind:
     return TEXT_ENCODING_CPU if t5_cpu else TEXT_ENCODING
 
 
+def _offload_note(weights: str) -> str:
+    return f"; offload: the {weights} weights loaded for this stage count as dynamic memory"
+
+
+def denoising_comment(steps: int, cfg: bool, offload: bool) -> str:
+    """The ``Denoising`` stage's comment in the report: its step count, CFG or not, and (offload) what its
+    dynamic memory holds."""
+    return f"{steps} steps, {'CFG' if cfg else 'no CFG'}" + (_offload_note("DiT") if offload else "")
+
+
+def vae_decoding_comment(vae_dtype: str, offload: bool) -> str:
+    """The ``VAE_Decoding`` stage's comment in the report: the VAE's dtype and (offload) what its dynamic
+    memory holds."""
+    return f"{VAE_DECODING.comment} ({vae_dtype})" + (_offload_note("VAE") if offload else "")
+
+
 def kind_of(name: str, comment: str | None = None) -> StageKind | None:
     """The registry entry of a recorded stage name (None for a name the registry does not know).
 
