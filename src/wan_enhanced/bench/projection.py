@@ -211,8 +211,10 @@ def profile_from_peer(record: dict[str, Any], meta: dict[str, Any], entry: dict[
     denoise = float((record.get("stages") or {}).get(st.DENOISING.name, sum(steps)))
     peer = str(record.get("peer"))
     official = peer.startswith("official")
+    # the official code: its adapter's kernel; diffusers: SDPA's default dispatch picks cuDNN on these GPUs, and
+    # the levers row pins _native_cudnn
     kernel = {"flash": "flash2", "cudnn": "cudnn"}.get(str(flags.get("attention_kernel") or "flash"), "flash2") \
-        if official else ("cudnn" if "levers" in peer else "cudnn")
+        if official else "cudnn"
     total = record.get("total_s")
     outside = max(0.0, float(total) - sum((record.get("stages") or {}).values())) if total else 0.0
     return RunProfile(
