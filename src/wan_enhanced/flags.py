@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
@@ -35,6 +34,7 @@ from typing import Any
 from .errors import ConfigError
 from .fastpath import ATTENTION_BACKENDS, COMPILE_MODES, VAE_LAYOUTS
 from .models.presets import PRESETS, ModelPreset
+from .writable import output_problem
 
 SOLVERS = ("unipc", "dpm++")
 WEIGHT_KINDS = ("auto", "diffusers", "official", "random")
@@ -129,13 +129,12 @@ def _image(value: str, p: ModelPreset) -> None:
     path = Path(value)
     if not path.is_file():
         raise ConfigError(f"--image: {value!r} does not exist or is not a file")
-    try:
-        from PIL import Image
+    from .images import ImageError, check_image  # PIL and numpy: imported only when an image is given
 
-        with Image.open(path) as im:
-            im.verify()
-    except Exception as exc:  # noqa: BLE001 - any decoder error means unreadable
-        raise ConfigError(f"--image: {value!r} is not a readable image ({type(exc).__name__})") from None
+    try:
+        check_image(path)  # the whole file is decoded: a truncated image fails here, not after the models load
+    except ImageError as exc:
+        raise ConfigError(f"--image: {exc}") from None
 
 
 def _ulysses_size(value: int, p: ModelPreset) -> None:
@@ -158,19 +157,15 @@ def _device(value: str, p: ModelPreset) -> None:
 
 
 def _output_path(flag: str, suffix: str | None) -> Validator:
-    """The file must end in ``suffix``; its folder must exist or be creatable, and be writable."""
+    """The file must end in ``suffix`` and be writable for real: a file is created and removed in its
+    folder (or a folder in the nearest existing ancestor), see ``wan_enhanced.writable``."""
 
     def check(value: str, p: ModelPreset) -> None:
         if suffix is not None and not value.lower().endswith(suffix):
             raise ConfigError(f"--{flag}: {value!r} is not allowed; must end in {suffix}")
-        path = Path(value)
-        if path.is_dir():
-            raise ConfigError(f"--{flag}: {value!r} is a directory; give a file path")
-        parent = path.parent if str(path.parent) else Path(".")
-        while not parent.exists():
-            parent = parent.parent
-        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-            raise ConfigError(f"--{flag}: {value!r} cannot be written ({parent} is not a writable directory)")
+        problem = output_problem(value)
+        if problem is not None:
+            raise ConfigError(f"--{flag}: {value!r} {problem}")
 
     return check
 
@@ -200,9 +195,10 @@ GENERATE_FLAGS: tuple[Flag, ...] = (
     Flag("prompt", "str", None, "the text prompt", default=DEFAULT_PROMPT, readme_default="a fixed test prompt"),
     Flag("negative_prompt", "str", "default: the official negative prompt",
          "negative prompt; defaults to the official Chinese one", readme_default="official"),
-    Flag("image", "str", "input image: makes it image→video",
+    Flag("image", "str", "input image: makes it image→video (transparency composited onto white)",
          "input image: image→video (first latent frame = the encoded image, timestep 0, re-blended every step); "
-         "resized and centre-cropped to `--size`", validator=_image),
+         "resized and centre-cropped to `--size`; any PIL mode: 16-bit and float greyscale scaled by their range, "
+         "transparency composited onto white; decoded whole during validation", validator=_image),
     Flag("ckpt_dir", "str", "diffusers-layout or official-layout checkpoint dir",
          "diffusers-layout or official-layout checkpoint directory (see Checkpoints)"),
     Flag("weights", "str", f"one of {', '.join(WEIGHT_KINDS)}",

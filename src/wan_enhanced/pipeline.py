@@ -283,11 +283,11 @@ class TI2VPipeline:
     @torch.no_grad()
     def encode_image(self, image_path: str) -> torch.Tensor:
         """The conditioning image → normalised first-frame latent (1, C, 1, h, w), fp32."""
-        from PIL import Image
+        from .images import load_rgb_image
 
         w, h = self.cfg.width_height
         with self.stage(stages.IMAGE_ENCODING), self.residency.on_device(self.vae) as vae:
-            image = Image.open(image_path).convert("RGB")
+            image = load_rgb_image(image_path)
             pixels = VideoProcessor(vae_scale_factor=self.preset.vae_stride[1]).preprocess(
                 image, height=h, width=w, resize_mode="crop")
             pixels = pixels.to(self.device, torch.float32).unsqueeze(2).to(self.vae_dtype)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ReportError
+from .validate import check_structure
 from .values import Metric, metric, unavailable, value_of
 
 SCHEMA = "wan-enhanced/report"
@@ -162,4 +163,4 @@ def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ReportError(f"{p}: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-    return check_report(data, str(p))
+    return check_structure(check_report(data, str(p)), str(p), STATUSES)
