@@ -23,6 +23,8 @@ class FakeClock:
 class FakeBackend:
     """Scripted device counters: ``sm_at(t)`` gives the SM % of the interval ending at clock time t.
 
+    ``reasons_at(t)``: the NVML clock-event reasons bitmask read at t (with a scripted SM clock, temperature
+    and power limit); without it the fake reads no GPU state.
     Power is constant ``power_w``; the energy counter integrates it exactly (J since t=0 of the clock),
     or is ``energy_at(t)`` when given. ``edge_energy=False``: the cheap counter read at window edges
     (``energy_j()``) fails, only the sampler's reads have it; ``energy_counter=False``: no counter at all.
@@ -31,7 +33,9 @@ class FakeBackend:
     def __init__(self, clock: Callable[[], float], sm_at: Callable[[float], float | None],
                  sm_source: str = "gpm", power_w: float | None = 100.0, used_bytes: int = 3 << 30,
                  min_interval_s: float = 0.0, energy_at: Callable[[float], float] | None = None,
-                 edge_energy: bool = True, energy_counter: bool = True) -> None:
+                 edge_energy: bool = True, energy_counter: bool = True,
+                 reasons_at: Callable[[float], int | None] | None = None, sm_clock_at: Callable[[float], float] | None = None,
+                 temperature_c: float = 55.0, power_limit_w: float = 700.0) -> None:
         self.clock = clock
         self.sm_at = sm_at
         self.sm_source = sm_source
@@ -43,6 +47,12 @@ class FakeBackend:
         self.energy_at = energy_at or (lambda t: (self.power_w or 0.0) * t)
         self.edge_energy = edge_energy
         self.energy_counter = energy_counter
+        # GPU state: the clock-event reasons bitmask and SM clock at clock time t (None: not supported)
+        self.reasons_at = reasons_at
+        self.sm_clock_at = sm_clock_at or (lambda t: 1980.0)
+        self.temperature_c = temperature_c
+        self.power_limit_w = power_limit_w
+        self.state_reason = None if reasons_at is not None else "clock-event reasons not supported (fake)"
         self.energy_reads = 0
         self.reads = 0
         self.closed = False
@@ -54,6 +64,10 @@ class FakeBackend:
         r = Reading(power_w=self.power_w, nvml_used_bytes=self.used_bytes)
         if self.power_w is not None and self.energy_counter:
             r.energy_j = self.energy_at(t)
+        if self.reasons_at is not None:
+            r.clock_reasons = self.reasons_at(t)
+            r.sm_clock_mhz, r.mem_clock_mhz = self.sm_clock_at(t), 2619.0
+            r.temperature_c, r.power_limit_w = self.temperature_c, self.power_limit_w
         if self._primed:
             sm = self.sm_at(t)
             r.sm = sm

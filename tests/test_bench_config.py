@@ -97,7 +97,7 @@ def test_global_value_error_names_global_settings():
 def test_flag_table_is_exactly_the_generate_flags():
     parser = argparse.ArgumentParser()
     add_generate_args(parser)
-    cli_flags = {a.dest for a in parser._actions if a.option_strings and a.dest not in ("help", "quiet")}
+    cli_flags = {a.dest for a in parser._actions if a.option_strings and a.dest not in ("help", "quiet", "flags_file")}
     assert set(FLAG_KINDS) == cli_flags
     switches = {a.dest for a in parser._actions if a.nargs == 0 and a.dest not in ("help", "quiet")}
     assert {k for k, v in FLAG_KINDS.items() if v == "switch"} == switches
@@ -105,7 +105,7 @@ def test_flag_table_is_exactly_the_generate_flags():
 
 def test_suite_keys_and_kinds_come_from_the_flag_table():
     assert FLAG_KINDS == {f.name: f.kind for f in CONFIG_FLAGS}
-    assert "quiet" not in FLAG_KINDS and {f.name for f in GENERATE_FLAGS} - set(FLAG_KINDS) == {"quiet"}
+    assert "quiet" not in FLAG_KINDS and {f.name for f in GENERATE_FLAGS} - set(FLAG_KINDS) == {"quiet", "flags_file"}
     samples = {"int": (3, "3"), "float": (2.5, "x"), "str": ("x", 1), "bool": (True, 1), "switch": (False, 2),
                "choice": ("tiny", "nope"), "size": ("64*64", "64x64"), "device": ("cpu", "gpu")}
     for f in CONFIG_FLAGS:
@@ -199,3 +199,28 @@ def test_run_py_entry_point_exit_2(tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip() == ("error: test_cases[0].args.bogus: unknown key; allowed: "
                                   + ", ".join(sorted(FLAG_KINDS)))
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"repeats": 0}, "repeats: 0 is not allowed; must be 1 … 100"),
+    ({"repeats": "3"}, "repeats: expected int, got str '3'"),
+    ({"interleave": "yes"}, "interleave: expected bool (true/false), got str 'yes'"),
+    ({"test_cases": [{"name": "a", "repeats": True}]}, "test_cases[0].repeats: expected int, got bool True"),
+])
+def test_bad_repeats_and_interleave_are_one_line_errors(data, message):
+    from wan_enhanced.bench.suite_config import parse_suite_config
+    from wan_enhanced.errors import ConfigError
+
+    data = {"test_cases": [{"name": "a"}], **data}
+    with pytest.raises(ConfigError) as e:
+        parse_suite_config(data)
+    assert str(e.value) == message
+
+
+def test_repeats_default_to_one_and_a_case_overrides_the_global_value():
+    from wan_enhanced.bench.suite_config import parse_suite_config
+
+    s = parse_suite_config({"repeats": 3, "test_cases": [{"name": "a"}, {"name": "b", "repeats": 1}]})
+    assert [(c.name, c.repeats) for c in s.cases] == [("a", 3), ("b", 1)] and s.interleave is False
+    assert [(c.name, r) for c, r in s.run_order()] == [("a", 1), ("a", 2), ("a", 3), ("b", 1)]
+    assert parse_suite_config({"test_cases": [{"name": "a"}]}).cases[0].repeats == 1

@@ -72,7 +72,8 @@ def test_smoke_suite_end_to_end_with_a_failing_case_then_resume(tmp_path, capsys
     text = md.read_text()
     assert "## Benchmark Summary" in text and "## Detailed Breakdown" in text
     summary = text.split("## Benchmark Summary")[1].split("###")[0]
-    assert "| 01_Baseline | ok |" in summary and "| 02_Broken_Checkpoint | failed (Load_Text_Encoder) |" in summary
+    assert "| 01_Baseline | 1 (single run: no spread) | ok |" in summary
+    assert "| 02_Broken_Checkpoint | 1 (single run: no spread) | failed (Load_Text_Encoder) |" in summary
     assert "| 0.00 |" not in summary and "| 0 |" not in summary  # unknown is n/a, never 0
     assert "n/a (" in summary
     assert "### 03_DPM" in text and "Step_2" in text
@@ -95,13 +96,14 @@ def test_smoke_suite_end_to_end_with_a_failing_case_then_resume(tmp_path, capsys
     assert [c["status"] for c in man["cases"]] == ["ok", "ok", "ok"]
     assert [c["skipped"] for c in man["cases"]] == [True, False, True]
     assert len(man["attempts"]) == 2
-    assert "01_Baseline | ok (resumed)" in md.read_text()
+    assert "01_Baseline | 1 (single run: no spread) | ok (resumed)" in md.read_text()
 
 
 STUB = """
 import json, os, signal, sys, time
 args = sys.argv[1:]
-prompt = args[args.index("--prompt") + 1]
+flags = json.load(open(args[args.index("--flags_file") + 1]))  # the runner passes case settings in a file
+prompt = flags.get("prompt", "")
 report = args[args.index("--report_file") + 1]
 fixture = json.load(open(sys.argv[0].replace("stub.py", "template.json")))
 if prompt == "crash":
@@ -189,8 +191,8 @@ def test_oom_case_shows_does_not_fit_in_markdown(tmp_path, capsys):
              "error": {"stage": "Denoising", "type": "OutOfMemoryError", "message": "does not fit within 16 GB"}}]})
     md = write_suite_report(run, tmp_path / "bench.md")
     text = md.read_text()
-    assert "| 05_Budget_16GB | oom: does not fit within 16 GB |" in text
-    assert "| 01_Offload_Mode | ok | 102.00 |" in text
+    assert "| 05_Budget_16GB | 1 (single run: no spread) | oom: does not fit within 16 GB |" in text
+    assert "| 01_Offload_Mode | 1 (single run: no spread) | ok | 102.00 |" in text
     assert "21.00" in text and "10.000" in text  # peak GB, energy Wh (36 kJ)
     assert "SM % from" not in text.split("## Benchmark Summary")[1].split("### Settings")[0]  # fixture SM is gpm
     assert (tmp_path / "bench_files" / "timeline_01_Offload_Mode.png").is_file()
@@ -216,7 +218,8 @@ def test_markdown_peaks_gpus_used_and_error_once(tmp_path):
     text = write_suite_report(run, tmp_path / "bench.md").read_text()
     assert "- Device: NVIDIA H100 80GB HBM3 ×1 used (host has 2), 79.6 GB" in text
     assert "| Peak alloc GB | Peak reserved GB |" in text
-    assert "| 01_Offload_Mode | ok | 102.00 | " in text and "| 21.00 | 22.00 |" in text  # allocated, reserved
+    assert "| 01_Offload_Mode | 1 (single run: no spread) | ok | 102.00 | " in text
+    assert "| 21.00 | 22.00 |" in text  # allocated, reserved
     assert "Peak reserved: highest held by PyTorch's caching allocator" in text
     failure = next(line for line in text.splitlines() if line.startswith("- **02_Crash**"))
     assert "RuntimeError: decoder exploded" in failure and failure.count("RuntimeError") == 1
@@ -260,7 +263,7 @@ def test_case_argv_round_trips_through_the_generate_parser():
               "offload_model": False, "t5_cpu": True, "convert_model_dtype": True, "ulysses_size": 2,
               "cfg_parallel": True, "save_file": "v.mp4", "save_latents": "l.pt", "memory_budget_gb": 15.5,
               "vae_dtype": "bf16", "compile": "none", "attention_backend": "native", "vae_layout": "contiguous",
-              "device": "cuda:1"}
+              "device": "cuda:1", "warmup": True}
     assert set(values) == {f.name for f in CONFIG_FLAGS if not f.runner}
     suite = parse_suite_config({"global_settings": copy.deepcopy(values), "test_cases": [{"name": "a"}]})
     argv = case_argv(suite.cases[0])
@@ -274,3 +277,49 @@ def test_case_argv_round_trips_through_the_generate_parser():
     assert "--t5_cpu" not in argv and "--ckpt_dir" not in argv
     ns = generate_parser().parse_args(argv)
     assert ns.t5_cpu is False and ns.cfg_parallel is False and ns.ckpt_dir is None
+
+
+REPEAT_STUB = """
+import json, re, sys
+args = sys.argv[1:]
+report = args[args.index("--report_file") + 1]
+m = re.search(r"\\.r(\\d+)\\.json$", report)
+k = int(m.group(1)) if m else 1
+fixture = json.load(open(sys.argv[0].replace("rstub.py", "template.json")))
+fixture["status"] = "ok"
+fixture["totals"]["wall_s"]["value"] = 10.0 * k  # repeat k took 10·k s
+json.dump(fixture, open(report, "w"))
+"""
+
+
+def test_repeats_run_interleaved_and_the_markdown_gives_median_spread_and_iqr(tmp_path, capsys):
+    src = Path(__file__).parent / "fixtures" / "reports" / "h100" / "01_Offload_Mode.json"
+    (tmp_path / "template.json").write_text(src.read_text())
+    (tmp_path / "rstub.py").write_text(REPEAT_STUB)
+    cfg = _write(tmp_path / "c.json", {
+        "repeats": 2, "interleave": True,
+        "global_settings": {"task": "tiny", "device": "cpu"},
+        "test_cases": [{"name": "a", "args": {}, "repeats": 4}, {"name": "b", "args": {}},
+                       {"name": "c", "args": {}, "repeats": 1}],
+    })
+    md = tmp_path / "r.md"
+    rc = bench_main(["--config", str(cfg), "--run-id", "x", "--reports-dir", str(tmp_path / "rep"), "--output",
+                     str(md), "--generate-cmd", f"{sys.executable} {tmp_path / 'rstub.py'}"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    order = [ln.split(" ... ")[0].split("] ")[1] for ln in out.splitlines() if ln.startswith("[")]
+    assert order == ["a.r1", "b.r1", "c", "a.r2", "b.r2", "a.r3", "a.r4"]  # ABAB: repeat by repeat
+    assert "3 cases, 7 runs interleaved" in out
+    man = load_manifest(tmp_path / "rep" / "x")
+    assert [(c["name"], c["repeat"], c["repeats"], c["report"]) for c in man["cases"]][:3] == [
+        ("a", 1, 4, "a.r1.json"), ("b", 1, 2, "b.r1.json"), ("c", 1, 1, "c.json")]
+    text = md.read_text()
+    row = {ln.split(" | ")[0][2:]: ln.split(" | ") for ln in text.splitlines() if ln.startswith("| ") and " | ok" in ln}
+    assert row["a"][1:4] == ["4", "ok ×4", "25.00 [10.00–40.00, IQR 25.00]"]  # median, min–max, IQR from 4 runs
+    assert row["b"][1:4] == ["2", "ok ×2", "15.00 [10.00–20.00]"]  # no IQR below 4 runs
+    assert row["c"][1:3] == ["1 (single run: no spread)", "ok"]
+    assert "4 runs (a.r1: ok 10.00 s, a.r2: ok 20.00 s, a.r3: ok 30.00 s, a.r4: ok 40.00 s)" in text
+    # a resume skips every run that is ok
+    rc = bench_main(["--config", str(cfg), "--run-id", "x", "--reports-dir", str(tmp_path / "rep"), "--output",
+                     str(md), "--generate-cmd", f"{sys.executable} {tmp_path / 'rstub.py'}"])
+    assert rc == 0 and capsys.readouterr().out.count("skipped (ok in an earlier attempt") == 7

@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-GOLDEN = ROOT / "tests" / "fixtures" / "golden" / "tiny_t2v_before_14.json"
+GOLDEN = ROOT / "tests" / "fixtures" / "golden" / "tiny_t2v_issue15.json"
 
 
 # ==== shared helpers =====================================================================================
@@ -564,3 +564,234 @@ def test_bench_readers_refuse_a_malformed_report(tmp_path):
     file = write_json(tmp_path / "r.json", report)
     with pytest.raises(ReportError, match=r"stages\[3\]\.memory: expected an object, got str"):
         reportdata.read_report(file)
+
+
+# ==== 2. the suite runner leaves no orphans; one runner per run directory ===============================
+
+SLEEPY_CASE = """
+import json, os, sys, time
+args = sys.argv[1:]
+report = args[args.index("--report_file") + 1]
+open(report + ".pid", "w").write(str(os.getpid()))
+time.sleep(60)
+json.dump({"late": True}, open(report, "w"))  # what an orphan would write into the run directory
+"""
+
+
+def _suite(tmp_path: Path, prompt: str = "x", **case: Any) -> Path:
+    return write_json(tmp_path / "suite.json", {"global_settings": {"task": "tiny", "device": "cpu", "prompt": prompt},
+                                                "test_cases": [{"name": "a", "args": {}, **case}]})
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie waiting for its (dead) parent's reaper is not running either
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_case_dies_with_its_runner_and_writes_nothing_later(tmp_path):
+    import signal
+    import time
+
+    (tmp_path / "sleepy.py").write_text(SLEEPY_CASE)
+    cfg = _suite(tmp_path)
+    runner = subprocess.Popen([sys.executable, str(ROOT / "benchmark" / "run.py"), "--config", str(cfg), "--run-id", "r",
+                               "--reports-dir", str(tmp_path / "rep"), "--output", str(tmp_path / "r.md"),
+                               "--generate-cmd", f"{sys.executable} {tmp_path / 'sleepy.py'}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pid_file = tmp_path / "rep" / "r" / "a.json.pid"
+    for _ in range(300):
+        if pid_file.exists() and pid_file.read_text():
+            break
+        time.sleep(0.05)
+    case_pid = int(pid_file.read_text())
+    runner.send_signal(signal.SIGKILL)
+    runner.wait(timeout=10)
+    for _ in range(100):
+        if not _alive(case_pid):
+            break
+        time.sleep(0.05)
+    assert not _alive(case_pid), "the case outlived its runner"
+    assert not (tmp_path / "rep" / "r" / "a.json").exists()
+    man = json.loads((tmp_path / "rep" / "r" / "suite.json").read_text())
+    assert man["cases"][0]["status"] == "running" and man["cases"][0]["pid"] == case_pid
+
+
+def test_a_run_directory_owned_by_a_live_runner_is_refused_in_one_line(tmp_path, capsys):
+    from wan_enhanced.bench.runlock import RunLock
+    from wan_enhanced.bench.runner import bench_main
+
+    cfg = _suite(tmp_path)
+    with RunLock(tmp_path / "rep" / "r"):
+        rc = bench_main(["--config", str(cfg), "--run-id", "r", "--reports-dir", str(tmp_path / "rep"),
+                         "--output", str(tmp_path / "r.md")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert the_error_line(err) == (f"error: run r: in use by the runner with PID {os.getpid()}; wait for it to finish "
+                                   f"or stop it (kill {os.getpid()})")
+
+
+def test_resume_refuses_while_a_case_of_an_earlier_runner_is_alive(tmp_path, capsys):
+    from wan_enhanced.bench.manifest import write_manifest
+    from wan_enhanced.bench.runner import bench_main
+
+    run = tmp_path / "rep" / "r"
+    run.mkdir(parents=True)
+    report = run / "a.json"
+    ghost = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", str(report)])
+    try:
+        write_manifest(run, {"schema": "wan-enhanced/suite", "schema_version": 1, "run_id": "r",
+                             "cases": [{"name": "a", "id": "a", "status": "running", "pid": ghost.pid,
+                                        "report": "a.json"}]})
+        rc = bench_main(["--config", str(_suite(tmp_path)), "--run-id", "r", "--resume", "--reports-dir",
+                         str(tmp_path / "rep"), "--output", str(tmp_path / "r.md")])
+    finally:
+        ghost.kill()
+        ghost.wait()
+    assert rc == 2
+    assert the_error_line(capsys.readouterr().err) == (
+        f"error: run r: case a of an earlier runner is still running (PID {ghost.pid}); wait for it to finish or "
+        f"stop it (kill {ghost.pid}), then resume")
+
+
+def test_a_measurement_that_shared_the_gpu_says_so():
+    from wan_enhanced.bench.markdown import gpu_shared_with
+
+    report = {"system": {"gpu": {"state": {"other_processes": {"value": [{"pid": 4242, "used_gb": 3.0}]},
+                                           "other_processes_at_end": {"value": []}}}}}
+    assert gpu_shared_with(report) == "PIDs 4242 at the start"
+    assert gpu_shared_with({"system": {"gpu": None}}) == ""
+
+
+# ==== 3. huge arguments ==================================================================================
+
+OK_CASE = """
+import json, sys
+args = sys.argv[1:]
+flags = json.load(open(args[args.index("--flags_file") + 1]))
+report = args[args.index("--report_file") + 1]
+rep = json.load(open(sys.argv[0].replace("okcase.py", "template.json")))
+rep["status"] = "ok"
+rep["run"]["prompt_chars_seen"] = len(flags["prompt"])
+json.dump(rep, open(report, "w"))
+"""
+
+
+def test_a_5_mb_prompt_travels_in_a_file_and_is_stored_once(tmp_path, capsys):
+    from wan_enhanced.bench.runner import bench_main
+
+    (tmp_path / "template.json").write_text(GOLDEN.read_text())
+    (tmp_path / "okcase.py").write_text(OK_CASE)
+    prompt = "a cat " * (5_000_000 // 6)
+    cfg = _suite(tmp_path, prompt=prompt)
+    rc = bench_main(["--config", str(cfg), "--run-id", "r", "--reports-dir", str(tmp_path / "rep"), "--output",
+                     str(tmp_path / "r.md"), "--generate-cmd", f"{sys.executable} {tmp_path / 'okcase.py'}"])
+    assert rc == 0, capsys.readouterr()
+    run = tmp_path / "rep" / "r"
+    assert json.loads((run / "a.json").read_text())["run"]["prompt_chars_seen"] == len(prompt)  # the whole prompt
+    assert (run / "suite.json").stat().st_size < 100_000  # not 15.7 MB
+    man = json.loads((run / "suite.json").read_text())
+    argv = man["cases"][0]["argv"]
+    assert argv[argv.index("--prompt") + 1] == f"<{len(prompt)} characters, in the case's args file>"
+    assert man["config"]["stored"] is False and len(man["config"]["sha256"]) == 64
+    assert json.loads((run / "a.args.json").read_text())["prompt"] == prompt
+
+
+def test_a_prompt_longer_than_the_encoder_reads_is_cut_and_said(tmp_path):
+    flags = write_json(tmp_path / "f.json", {"prompt": "a red ball " * 20_000})
+    r = generate_cli("--flags_file", str(flags), "--report_file", str(tmp_path / "r.json"))
+    assert r.returncode == 0, r.stderr
+    assert "prompt of 219999 characters cut to the 32 tokens the text encoder reads" in r.stderr
+    run = json.loads((tmp_path / "r.json").read_text())["run"]
+    assert run["notes"][0].startswith("prompt of 219999 characters cut to the 32 tokens")
+    assert run["prompt_chars"] == 220_000 and len(run["prompt"]) == 4097 and len(run["prompt_sha256"]) == 64
+
+
+# ==== 5. Ctrl-C ==========================================================================================
+
+INTERRUPT_IN_STEP_1 = """
+import os, signal
+import wan_enhanced.pipeline as p
+_guided = p.TI2VPipeline._guided
+def guided(self, *a, **k):
+    if self.current_stage == "Step_1":
+        os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends
+    return _guided(self, *a, **k)
+p.TI2VPipeline._guided = guided
+"""
+
+
+def _with_patch(tmp_path: Path, code: str) -> dict[str, str]:
+    (tmp_path / "fault_patch.py").write_text(code)
+    (tmp_path / "sitecustomize.py").write_text("import fault_patch  # noqa\n")
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT / "src")]))
+
+
+def _errors(stderr: str) -> list[str]:
+    """stderr without the progress lines (``[wan-enhanced] …``)."""
+    return [ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith("[wan-enhanced]")]
+
+
+def test_ctrl_c_is_one_line_exit_130_and_the_report_is_written(tmp_path):
+    env = _with_patch(tmp_path, INTERRUPT_IN_STEP_1)
+    r = subprocess.run([sys.executable, str(ROOT / "generate.py"), "--task", "tiny", "--quiet", "--report_file",
+                        str(tmp_path / "r.json")], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=180)
+    assert r.returncode == 130
+    assert _errors(r.stderr) == ["error: stage Step_1: interrupted"]
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["status"] == "failed" and rep["error"]["type"] == "KeyboardInterrupt"
+    st = {s["name"]: s for s in rep["stages"]}
+    assert st["Step_0"]["failed"] is False and st["Step_1"]["failed"] is True
+
+
+# ==== 8. a save that fails mid-run =======================================================================
+
+VANISHING_OUTPUT_DIR = """
+import shutil
+from pathlib import Path
+import wan_enhanced.pipeline as p
+_save = p.TI2VPipeline.save
+def save(self, frames, path):
+    folder = Path(path).parent
+    shutil.rmtree(folder)  # the output directory goes away during the run, and a file takes its name
+    folder.write_text("not a directory")
+    return _save(self, frames, path)
+p.TI2VPipeline.save = save
+"""
+
+
+def test_a_save_that_fails_mid_run_names_the_real_reason_and_keeps_the_latents(tmp_path):
+    env = _with_patch(tmp_path, VANISHING_OUTPUT_DIR)
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "reports").mkdir()
+    r = subprocess.run([sys.executable, str(ROOT / "generate.py"), "--task", "tiny", "--quiet", "--save_file",
+                        str(tmp_path / "videos" / "v.mp4"), "--report_file", str(tmp_path / "reports" / "r.json")],
+                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=180)
+    assert r.returncode == 1
+    (line,) = _errors(r.stderr)
+    kept = tmp_path / "reports" / "v.mp4.latents.pt"
+    assert line.startswith("error: stage Save_Video: "), line
+    assert "Not a directory" in line or "File exists" in line, line  # the OS's own reason
+    assert "Broken pipe" not in line and line.endswith(f"(denoised latents kept in {kept})"), line
+    import torch
+
+    assert torch.load(kept).shape == (1, 8, 3, 4, 4)  # the tiny preset's latents: nothing computed is lost
+    rep = json.loads((tmp_path / "reports" / "r.json").read_text())
+    assert rep["error"]["saved_latents"] == str(kept) and rep["outputs"]["video"] is None
+
+
+def test_latent_fallbacks_go_report_dir_then_cwd_then_tmp(tmp_path, monkeypatch):
+    import tempfile
+
+    from wan_enhanced.config import RunConfig
+    from wan_enhanced.run import latents_fallbacks
+
+    monkeypatch.chdir(tmp_path)
+    cfg = RunConfig(task="tiny", save_file="/gone/v.mp4", report_file=str(tmp_path / "rep" / "r.json"))
+    assert latents_fallbacks(cfg) == [Path("/gone/v.mp4.latents.pt"), tmp_path / "rep" / "v.mp4.latents.pt",
+                                      tmp_path / "v.mp4.latents.pt", Path(tempfile.gettempdir()) / "v.mp4.latents.pt"]

@@ -539,3 +539,21 @@ def test_monitor_knows_nothing_of_wan_or_the_report():
         assert outside == set(), (path.name, outside)
     assert not hasattr(backend.NvmlBackend, "energy_supported")
     assert not hasattr(flops, "dit_forward_flops") and not hasattr(flops, "FlopCount")  # no re-export shim
+
+
+def test_a_slow_energy_counter_stays_off_the_stage_edges():
+    """A read costing milliseconds (an H200 VM: ~3 ms) would idle the GPU at every edge: the sampler's reads give
+    the energy instead, interpolated, and the report says so."""
+    clock = FakeClock(0.0)
+    backend = FakeBackend(clock, lambda t: 50.0)
+    backend.energy_read_s = 3e-3
+    mon = Monitor("cpu", sample_interval_s=0.1, backend=backend, clock=clock, sampler_thread=False)
+    with mon.stage("Total"):
+        for _ in range(20):
+            clock.advance(0.1)
+            mon.sampler.tick()
+    mon.stop()
+    assert backend.energy_reads == 0  # no read on the caller's path
+    total = dicts(mon)[0]
+    assert total["energy_j"]["value"] == pytest.approx(100.0 * 2.0, rel=1e-6)  # 100 W × 2 s, from the timeline
+    assert "one read costs 3.0 ms here" in mon.device_facts.energy_note

@@ -227,3 +227,15 @@ def test_report_on_gpu_has_every_metric():
     assert report["system"]["gpu"]["name"] == mon.device_name
     if mon.peak_tflops:
         assert 5 < t["mfu"]["value"] <= 100
+    # the GPU's own state: clocks, temperature and power limit per stage, the clock-event reasons read, the
+    # settings that shape numbers in system.gpu.state, and a run verdict
+    gs = st["Denoising"]["gpu_state"]
+    assert gs["sm_clock_mhz"]["value"] > 100 and gs["mem_clock_mhz"]["value"] > 100, gs
+    assert gs["temperature_max_c"]["value"] > 0 and gs["power_limit_w"]["value"] > 50, gs
+    assert gs["held_back"]["share"] is not None and gs["held_back"]["covered_s"] > 0, gs
+    state = report["system"]["gpu"]["state"]
+    for key in ("max_clocks", "power_limit_w", "persistence_mode", "ecc", "pcie", "mig_mode", "other_processes"):
+        assert key in state and ("value" in state[key]), (key, state.get(key))
+    assert state["max_clocks"]["value"]["sm_mhz"] > 100
+    assert report["gpu_state"]["verdict"].startswith(("held back in", "not held back")), report["gpu_state"]
+    print("GPU state:", json.dumps(state)[:1500], "\nverdict:", report["gpu_state"]["verdict"])

@@ -191,7 +191,8 @@ def test_offloaded_tiny_run_copies_each_model_in_for_its_stages_only(tiny_cfg, t
     assert len(copies.device_copies) == (3 if t5_cpu else 4) and copies.waits == len(copies.device_copies)
     assert torch.equal(res.latents, ref.latents)  # offloading moves weights, it changes no arithmetic
     top = [name for depth, name, _ in mon.names if depth == 0]
-    assert top == [k.name for k in stages.PIPELINE_ORDER]  # the registry's order is the pipeline's
+    # the registry's order is the pipeline's (no --save_latents here)
+    assert top == [k.name for k in stages.PIPELINE_ORDER if k is not stages.SAVE_LATENTS]
     comments = {name: c for _, name, c in mon.names}
     assert comments["Denoising"].endswith("; offload: the DiT weights loaded for this stage count as dynamic memory")
     assert comments["VAE_Decoding"] == (f"VAE decode ({cfg.vae_dtype}); offload: the VAE weights loaded for this "

@@ -38,7 +38,7 @@ def i2v_t5_cpu(tmp_path_factory):
 
     arr = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
     Image.fromarray(arr).save(tmp / "input.png")
-    return _report(tmp, image=str(tmp / "input.png"), t5_cpu=True)
+    return _report(tmp, image=str(tmp / "input.png"), t5_cpu=True, save_latents=str(tmp / "latents.pt"))
 
 
 def _top(report: dict) -> list[str]:
@@ -47,7 +47,9 @@ def _top(report: dict) -> list[str]:
 
 def test_t2v_records_the_pipeline_order_without_image_encoding(t2v):
     assert [s["name"] for s in t2v["stages"] if s["depth"] == 0] == [stages.TOTAL.name]
-    assert _top(t2v) == [k.name for k in stages.PIPELINE_ORDER if k is not stages.IMAGE_ENCODING]
+    assert _top(t2v) == [k.name for k in stages.PIPELINE_ORDER if k not in (stages.IMAGE_ENCODING, stages.SAVE_LATENTS)]
+    assert _top(t2v) == ["Load_Text_Encoder", "Text_Encoding", "Free_Text_Encoder", "Load_VAE", "Load_DiT", "Denoising",
+                         "Free_DiT", "VAE_Decoding", "Save_Video"]
 
 
 def test_i2v_records_every_stage_of_the_pipeline_order(i2v_t5_cpu):

@@ -36,10 +36,19 @@ REPORT_DESCRIPTION = "Print the text analysis of a wan-enhanced JSON report"
 
 
 def config_from_args(ns: argparse.Namespace) -> RunConfig:
-    """Build (unvalidated) RunConfig from parsed flags."""
+    """Build (unvalidated) RunConfig from parsed flags; ``--flags_file`` fills the flags the command line left at
+    their defaults."""
     from .config import RunConfig
 
-    return RunConfig.from_flags(vars(ns))
+    values = dict(vars(ns))
+    if values.get("flags_file"):
+        from .bench.suite_config import load_flags_file
+
+        defaults = vars(generate_parser().parse_args([]))
+        for key, value in load_flags_file(values["flags_file"]).items():
+            if values.get(key) == defaults.get(key):
+                values[key] = value
+    return RunConfig.from_flags(values)
 
 
 def generate_parser(prog: str = f"{PROG} generate") -> OneLineParser:
@@ -108,7 +117,7 @@ def _report(ns: argparse.Namespace) -> int:
 def generate_main(argv: Sequence[str] | None = None, prog: str = "generate.py") -> int:
     """``generate.py``: the generate flags alone; returns the exit code (2 on bad input)."""
     args = list(sys.argv[1:] if argv is None else argv)
-    return guarded(lambda: _generate(generate_parser(prog).parse_args(args)))
+    return guarded(lambda: _generate(generate_parser(prog).parse_args(args)), interrupted="error: interrupted")
 
 
 def report_main(argv: Sequence[str] | None = None, prog: str = "format_report.py") -> int:
@@ -142,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .bench.runner import INTERRUPTED
 
         return guarded(lambda: _dispatch(args), interrupted=INTERRUPTED)
-    return guarded(lambda: _dispatch(args))
+    return guarded(lambda: _dispatch(args), interrupted="error: interrupted")
 
 
 if __name__ == "__main__":

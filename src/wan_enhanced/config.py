@@ -71,6 +71,7 @@ class RunConfig:
     device: str | None = _default("device")
     vae_dtype: str = _default("vae_dtype")
     compile: str = _default("compile")
+    warmup: bool = _default("warmup")
     attention_backend: str = _default("attention_backend")
     vae_layout: str = _default("vae_layout")
     # Filled by validation:

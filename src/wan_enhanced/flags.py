@@ -235,6 +235,10 @@ GENERATE_FLAGS: tuple[Flag, ...] = (
          f"one of {', '.join(COMPILE_MODES)} (auto: regional torch.compile of the DiT blocks on GPU)",
          "`auto` = regional `torch.compile` of the DiT blocks on GPU (first step pays the compile); `none`, "
          "`blocks`", default="auto", choices=COMPILE_MODES),
+    Flag("warmup", "switch", "one untimed warm-up forward before Step_0 (its own Warmup stage)",
+         "run the first step's DiT forwards once before `Step_0`, as its own `Warmup` stage (MLPerf-style): compile "
+         "and kernel build leave the timed steps; the report's `cold_start_s` and `video_s_warm` say what they cost",
+         default=False),
     Flag("attention_backend", "str", f"one of {', '.join(ATTENTION_BACKENDS)}",
          "diffusers attention dispatcher: `auto` (FlashAttention-4 when installed on a compute-capability 9.x/10.x "
          "GPU and not under Ulysses, else SDPA — cuDNN pinned under compile), `native`, `cudnn`, `flash`, "
@@ -247,6 +251,9 @@ GENERATE_FLAGS: tuple[Flag, ...] = (
     Flag("device", "device", "cuda (default when present), cuda:N or cpu", "`cuda`, `cuda:N`, `cpu`",
          readme_default="`cuda` if present", validator=_device),
     Flag("quiet", "switch", "no progress bar", "no progress bar", default=False, config=False),
+    Flag("flags_file", "str", "read flags from a JSON object {flag: value} (flags on the command line win)",
+         "read flags from a JSON object `{flag: value}` (the suite runner passes each case's settings this way, "
+         "so a long prompt never meets the OS's argument limit); flags on the command line win", config=False),
 )
 
 FLAGS: Mapping[str, Flag] = {f.name: f for f in GENERATE_FLAGS}

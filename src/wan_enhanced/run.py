@@ -7,9 +7,11 @@ keeps what was already computed (latents are saved when decoding fails).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
+import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -49,20 +51,44 @@ def _error_status(exc: BaseException, cfg: RunConfig) -> tuple[str, str]:
     return "failed", text or type(exc).__name__
 
 
+def latents_fallbacks(cfg: RunConfig) -> list[Path]:
+    """Where the denoised latents go after a failure, in order: ``--save_latents`` (or beside ``--save_file``),
+    then the report's directory, the working directory and the temp directory (under the same file name)."""
+    first = Path(cfg.save_latents or (cfg.save_file or "latents") + ".latents.pt")
+    out = [first]
+    if cfg.report_file:
+        out.append(Path(cfg.report_file).parent / first.name)
+    out += [Path.cwd() / first.name, Path(tempfile.gettempdir()) / first.name]
+    seen: list[Path] = []
+    for p in out:
+        if p.resolve() not in [q.resolve() for q in seen]:
+            seen.append(p)
+    return seen
+
+
 def _keep_latents(pipe: TI2VPipeline, cfg: RunConfig, error: dict[str, Any]) -> None:
-    """After a failure: save the denoised latents, if any, so that nothing computed is lost."""
-    if pipe.result.latents is None or not (cfg.save_file or cfg.save_latents):
+    """After a failure: save the denoised latents, if any, to the first writable fallback, so that nothing
+    computed is lost (the error message names where they are, or why they could not be kept)."""
+    if pipe.result.latents is None or not (cfg.save_file or cfg.save_latents or cfg.report_file):
         return
-    path = cfg.save_latents or cfg.save_file + ".latents.pt"
-    if error.get("saved_latents") == path:
+    if pipe.result.latents_path and Path(pipe.result.latents_path).is_file():
+        error["saved_latents"] = pipe.result.latents_path
+        error["message"] += f" (denoised latents kept in {pipe.result.latents_path})"
         return
-    try:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        torch.save(pipe.result.latents, path)
-        error["saved_latents"] = path
+    from .atomic import atomic_output
+
+    problems = []
+    for path in latents_fallbacks(cfg):
+        try:
+            with atomic_output(path) as tmp:
+                torch.save(pipe.result.latents, tmp)
+        except Exception as exc:  # noqa: BLE001 - try the next place; the report must still be written
+            problems.append(f"{path.parent}: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}")
+            continue
+        error["saved_latents"] = str(path)
         error["message"] += f" (denoised latents kept in {path})"
-    except Exception as exc:  # noqa: BLE001 - the report must still be written
-        error["message"] += f" (could not keep the denoised latents in {path}: {type(exc).__name__})"
+        return
+    error["message"] += f" (the denoised latents could not be kept: {'; '.join(problems)})"
 
 
 def run_generation(cfg: RunConfig, *, progress: bool = True, sample_interval_s: float = 0.1,
@@ -74,8 +100,10 @@ def run_generation(cfg: RunConfig, *, progress: bool = True, sample_interval_s: 
     Under torchrun a failing rank never enters a collective (its partner may be inside one): it writes
     its own report (``<report>.rank<N>.json``) and ends the process, which makes torchrun stop the rest.
     """
+    from .journal import Journal
     from .monitor import Monitor
-    from .report.build import build_report
+    from .monitor.system import collect_system_info
+    from .report.build import build_report, report_from
     from .report.schema import write_report
 
     device = torch.device(cfg.device or "cpu")
@@ -88,18 +116,25 @@ def run_generation(cfg: RunConfig, *, progress: bool = True, sample_interval_s: 
             device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
     budget = apply_memory_budget(device, cfg.memory_budget_gb)
+    system = collect_system_info(device)  # before the monitor starts: the state at the start, outside the run's time
     monitor = Monitor(device=device, sample_interval_s=sample_interval_s, sampler=monitor_enabled)
     pipe = TI2VPipeline(cfg, monitor=monitor, progress=progress and par.is_main, parallel=par)
     log.info("weights: %s", cfg.weights_note)
     failure: BaseException | None = None
+    journal = None
+    if cfg.report_file and par.is_main:
+        def snapshot(last_stage: str, info: dict[str, Any]) -> dict[str, Any]:
+            error = {"stage": monitor.open_stages[-1] if monitor.open_stages else None, "type": "Incomplete",
+                     "message": f"the run had not finished: this report was written after stage {last_stage}"}
+            return report_from(monitor.measure(), run_info=_run_info(cfg, pipe, budget), weights=_weights(cfg, pipe),
+                               outputs=_outputs(pipe), status="incomplete", error=error, system=system, journal=info)
+
+        journal = Journal(cfg.report_file, snapshot)
+        monitor.on_stage_end.append(journal.on_stage_end)
     monitor.start()
     try:
         with monitor.stage(TOTAL.name, TOTAL.comment):
             pipe.generate()
-        if cfg.save_latents and par.is_main and pipe.result.latents is not None:
-            Path(cfg.save_latents).parent.mkdir(parents=True, exist_ok=True)
-            torch.save(pipe.result.latents, cfg.save_latents)
-            pipe.result.latents_path = cfg.save_latents
     except BaseException as exc:  # noqa: BLE001 - recorded in the report; re-raised only if interrupted
         failure = exc
         log.debug("run failed", exc_info=True)
@@ -113,27 +148,12 @@ def run_generation(cfg: RunConfig, *, progress: bool = True, sample_interval_s: 
         if par.is_main:
             _keep_latents(pipe, cfg, error)
         message = error["message"]
-    frames = pipe.result.frames
-    outputs = {
-        "video": pipe.result.video_path,
-        "frames": None if frames is None else int(frames.shape[0]),
-        "height": None if frames is None else int(frames.shape[1]),
-        "width": None if frames is None else int(frames.shape[2]),
-    }
-    weights = {
-        "kind": cfg.resolved_weights, "source": cfg.ckpt_dir, "note": cfg.weights_note,
-        "tokenizer": pipe.result.tokenizer,
-        "load": [{"model": i.model, "seconds": i.seconds, "bytes_read": i.bytes_read, "gb_per_s": i.gb_per_s,
-                  "files": i.files} for i in pipe.result.load_info],
-    }
-    run = cfg.to_dict()
-    run["residency"] = pipe.residency.policy
-    run["fast_path"] = pipe.fast.to_dict()  # the levers actually in force ('auto' resolved for this device)
-    run["memory_budget"] = budget
-    run["num_tokens"] = pipe.num_tokens
-    run["latent_shape"] = list(pipe.latent_shape)
-    report = build_report(monitor, run=run, weights=weights, outputs=outputs, status=status, error=error)
-    code = 0 if failure is None else 2 if isinstance(failure, UserError) else 1
+    _note_other_processes(system, device)
+    report = build_report(monitor, run=_run_info(cfg, pipe, budget), weights=_weights(cfg, pipe),
+                          outputs=_outputs(pipe), status=status, error=error, system=system,
+                          journal=journal.info(final=True) if journal else None)
+    code = (0 if failure is None else 130 if isinstance(failure, KeyboardInterrupt)
+            else 2 if isinstance(failure, UserError) else 1)
     if par.enabled and failure is not None:
         if cfg.report_file:
             write_report(f"{cfg.report_file[:-5]}.rank{par.rank}.json", report)
@@ -146,12 +166,67 @@ def run_generation(cfg: RunConfig, *, progress: bool = True, sample_interval_s: 
         if not par.is_main:
             return RunOutcome(pipe.result, None, status, code, message)
     if cfg.report_file:
-        write_report(cfg.report_file, report)
-    if failure is not None:
+        try:
+            write_report(cfg.report_file, report)
+        except OSError as exc:  # the directory went away or became unwritable during the run
+            why = exc.strerror or str(exc)
+            print(f"error: the report could not be written to {cfg.report_file}: {why}", file=sys.stderr)
+            return RunOutcome(pipe.result, report, status, code or 1, message or why)
+    if failure is not None:  # one line; Ctrl-C included (exit 130, no traceback)
         print(f"error: stage {error['stage']}: {message}", file=sys.stderr)
-    if isinstance(failure, KeyboardInterrupt):
-        raise failure
     return RunOutcome(pipe.result, report, status, code, message)
+
+
+def _outputs(pipe: TI2VPipeline) -> dict[str, Any]:
+    frames = pipe.result.frames
+    return {
+        "video": pipe.result.video_path,
+        "latents": pipe.result.latents_path,
+        "frames": None if frames is None else int(frames.shape[0]),
+        "height": None if frames is None else int(frames.shape[1]),
+        "width": None if frames is None else int(frames.shape[2]),
+    }
+
+
+def _weights(cfg: RunConfig, pipe: TI2VPipeline) -> dict[str, Any]:
+    return {
+        "kind": cfg.resolved_weights, "source": cfg.ckpt_dir, "note": cfg.weights_note,
+        "tokenizer": pipe.result.tokenizer,
+        "load": [{"model": i.model, "seconds": i.seconds, "bytes_read": i.bytes_read, "gb_per_s": i.gb_per_s,
+                  "files": i.files} for i in pipe.result.load_info],
+    }
+
+
+#: prompts longer than this are stored in the report as their head, length and SHA-256 (stored once, not twice)
+REPORT_PROMPT_CHARS = 4096
+
+
+def _run_info(cfg: RunConfig, pipe: TI2VPipeline, budget: Any) -> dict[str, Any]:
+    run = cfg.to_dict()
+    for key in ("prompt", "negative_prompt"):
+        text = run.get(key)
+        if isinstance(text, str) and len(text) > REPORT_PROMPT_CHARS:
+            run[key] = text[:REPORT_PROMPT_CHARS] + "…"
+            run[f"{key}_chars"] = len(text)
+            run[f"{key}_sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    run["notes"] = list(pipe.result.notes)
+    run["residency"] = pipe.residency.policy
+    run["fast_path"] = pipe.fast.to_dict()  # the levers actually in force ('auto' resolved for this device)
+    run["memory_budget"] = budget
+    run["num_tokens"] = pipe.num_tokens
+    run["latent_shape"] = list(pipe.latent_shape)
+    return run
+
+
+def _note_other_processes(system: dict[str, Any], device: torch.device) -> None:
+    """Add the GPU's other processes at the end of the run to ``system.gpu.state`` (they overlapped the run)."""
+    gpu = system.get("gpu")
+    if not isinstance(gpu, dict) or not isinstance(gpu.get("state"), dict) or device.type != "cuda":
+        return
+    from .monitor.device_state import read_device_state
+
+    gpu["state"]["other_processes_at_end"] = read_device_state(gpu.get("index") or 0).get(
+        "other_processes", {"value": None, "reason": "unavailable"})
 
 
 def merge_ranks(main: dict[str, Any], reports: list[dict[str, Any]] | None, par: ParallelContext) -> dict[str, Any]:

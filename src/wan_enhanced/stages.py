@@ -11,6 +11,8 @@ GPU knows what to scale it by:
 - ``host_text_cpu``: the UMT5 encoder on the CPU (``--t5_cpu``);
 - ``host_compile``: compile and kernel build (Dynamo, inductor, FA4's CuTe DSL): host work paid once;
 - ``host_mp4``: H.264 encoding and writing the file (CPU);
+- ``host_free``: releasing a model for good (Python's cyclic garbage collection, the allocator's cache release);
+- ``host_io``: writing other outputs (the denoised latents);
 - ``communication``: collective exchanges between GPUs (NVLink / PCIe);
 - ``transfer``: host↔device copies of offloaded weights (the GPU's link to the host);
 - ``container``: a parent stage whose time is its children plus a remainder.
@@ -30,13 +32,15 @@ HOST_LOAD = "host_load"
 HOST_TEXT_CPU = "host_text_cpu"
 HOST_COMPILE = "host_compile"
 HOST_MP4 = "host_mp4"
+HOST_FREE = "host_free"
+HOST_IO = "host_io"
 COMMUNICATION = "communication"
 TRANSFER = "transfer"
 CONTAINER = "container"
 
-BOUNDS = (DIT_COMPUTE, VAE_CONV, TEXT_GPU, HOST_LOAD, HOST_TEXT_CPU, HOST_COMPILE, HOST_MP4, COMMUNICATION,
-          TRANSFER, CONTAINER)
-HOST_BOUNDS = frozenset({HOST_LOAD, HOST_TEXT_CPU, HOST_COMPILE, HOST_MP4})
+BOUNDS = (DIT_COMPUTE, VAE_CONV, TEXT_GPU, HOST_LOAD, HOST_TEXT_CPU, HOST_COMPILE, HOST_MP4, HOST_FREE, HOST_IO,
+          COMMUNICATION, TRANSFER, CONTAINER)
+HOST_BOUNDS = frozenset({HOST_LOAD, HOST_TEXT_CPU, HOST_COMPILE, HOST_MP4, HOST_FREE, HOST_IO})
 GPU_BOUNDS = frozenset({DIT_COMPUTE, VAE_CONV, TEXT_GPU})
 
 
@@ -63,18 +67,25 @@ IMAGE_ENCODING = StageKind("Image_Encoding", VAE_CONV, "VAE encode (i2v)", "Tota
 LOAD_DIT = StageKind("Load_DiT", HOST_LOAD, "Model Load (DiT)", "Total")
 DENOISING = StageKind("Denoising", CONTAINER, "denoising loop", "Total")
 STEP = StageKind("Step_{i}", DIT_COMPUTE, "Compute Heavy", "Denoising")
-WARMUP = StageKind("Warmup", HOST_COMPILE, "first call's compile and kernel build", "Denoising")
+WARMUP = StageKind("Warmup", HOST_COMPILE, "untimed warm-up forward (--warmup): compile and kernel build",
+                   "Denoising")
+FREE_TEXT_ENCODER = StageKind("Free_Text_Encoder", HOST_FREE, "release the T5 (gc + cache)", "Total")
+FREE_DIT = StageKind("Free_DiT", HOST_FREE, "release the DiT (gc + cache)", "Total")
+SAVE_LATENTS = StageKind("Save_Latents", HOST_IO, "I/O (denoised latents)", "Total")
+#: the name of the remainder row: a parent's time outside its children (report, text, Markdown, charts)
+UNTRACKED = "(untracked)"
 CFG_EXCHANGE = StageKind("CFG_Exchange", COMMUNICATION, "Communication (all-gather + wait for partner)")
 VAE_DECODING = StageKind("VAE_Decoding", VAE_CONV, "VAE decode", "Total")
 SAVE_VIDEO = StageKind("Save_Video", HOST_MP4, "I/O", "Total")
 OFFLOAD = StageKind("Offload", TRANSFER, "host↔device weight copies")
 
 #: the top-level stages of one generate run, in the order the pipeline runs them
-PIPELINE_ORDER = (LOAD_TEXT_ENCODER, TEXT_ENCODING, LOAD_VAE, IMAGE_ENCODING, LOAD_DIT, DENOISING, VAE_DECODING,
-                  SAVE_VIDEO)
+PIPELINE_ORDER = (LOAD_TEXT_ENCODER, TEXT_ENCODING, FREE_TEXT_ENCODER, LOAD_VAE, IMAGE_ENCODING, LOAD_DIT, DENOISING,
+                  FREE_DIT, SAVE_LATENTS, VAE_DECODING, SAVE_VIDEO)
 
-_FIXED = {k.name: k for k in (TOTAL, LOAD_TEXT_ENCODER, TEXT_ENCODING, LOAD_VAE, IMAGE_ENCODING, LOAD_DIT,
-                              DENOISING, WARMUP, CFG_EXCHANGE, VAE_DECODING, SAVE_VIDEO, OFFLOAD)}
+_FIXED = {k.name: k for k in (TOTAL, LOAD_TEXT_ENCODER, TEXT_ENCODING, FREE_TEXT_ENCODER, LOAD_VAE, IMAGE_ENCODING,
+                              LOAD_DIT, DENOISING, WARMUP, FREE_DIT, CFG_EXCHANGE, VAE_DECODING, SAVE_VIDEO,
+                              SAVE_LATENTS, OFFLOAD)}
 _STEP_RE = re.compile(r"^Step_(\d+)$")
 _TRANSFER_WORDS = ("offload", "onload", "h2d", "d2h", "transfer", "to_cpu", "to_gpu", "to_device")
 

@@ -13,16 +13,15 @@ accepting files, else ffmpeg's own error line — not a broken pipe and a page o
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import re
-import secrets
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_output
 from .writable import os_reason, probe_directory
 
 FFMPEG_LOG_LEVEL = 16  # "error": the report log holds ffmpeg's error lines only
@@ -117,23 +116,6 @@ def _encode(frames: np.ndarray, tmp: Path, final: Path, fps: int, log: Path) -> 
         raise _failure(final, tmp, errors, None)
 
 
-def _create_temporary(final: Path) -> Path:
-    """A new empty file ``.<name>.<random>.tmp<suffix>`` beside ``final`` (its folder created when missing).
-
-    Opened with mode 0666 like a plain ``open()``, so the umask gives the video its usual mode (mkstemp's
-    would be 0600). ``OSError`` when the folder refuses it.
-    """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(100):
-        tmp = final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp{final.suffix}")
-        try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            return tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(errno.EEXIST, "no free temporary name", str(final.parent))
-
-
 def save_mp4(frames: np.ndarray, path: str | Path, fps: int = 24) -> Path:
     """Save ``frames`` (F, H, W, 3) floats in [0, 1] or uint8 as an mp4 at ``fps``; returns the path.
 
@@ -146,16 +128,10 @@ def save_mp4(frames: np.ndarray, path: str | Path, fps: int = 24) -> Path:
     final = Path(path)
     with tempfile.TemporaryDirectory(prefix="wan-ffmpeg-") as log_dir:
         try:
-            tmp = _create_temporary(final)
-        except OSError as exc:
-            raise _error(final, os_reason(exc), exc) from None
-        try:
-            _encode(frames, tmp, final, fps, Path(log_dir) / "ffmpeg.log")
-            os.replace(tmp, final)  # atomic within one folder
-        except BaseException as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            if isinstance(exc, OSError) and not isinstance(exc, VideoWriteError):  # the rename
-                raise _error(final, os_reason(exc), exc) from None
+            with atomic_output(final) as tmp:  # removed on any failure, renamed onto ``final`` when whole
+                _encode(frames, tmp, final, fps, Path(log_dir) / "ffmpeg.log")
+        except VideoWriteError:
             raise
+        except OSError as exc:  # the folder refused the temporary file, or the rename failed
+            raise _error(final, os_reason(exc), exc) from None
     return final

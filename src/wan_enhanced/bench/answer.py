@@ -14,6 +14,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import stages as st
 from . import cost_model as cm
 from . import perf_model as pm
 from .compare_inputs import Measured
@@ -52,6 +53,7 @@ class AnswerRow:
     wh_per_video: float | None
     notes: list[str] = field(default_factory=list)
     projection: Projection | None = None
+    warm_seconds: float | None = None  # the same job without the first call's cold start (warm caches)
 
     @property
     def projected(self) -> bool:
@@ -105,6 +107,8 @@ def measured_row(entry: dict[str, Any], runs: list[Measured], context_gb: float)
         measured_s = m.total_s
         if e and measured_s:
             wh.append(e / 3600.0 * p.job_seconds() / measured_s)
+    row.warm_seconds = statistics.median(p.job_seconds() - max(0.0, p.first_step_s - p.steady_step_s)
+                                         for _, p in default)
     row.wh_per_video = statistics.median(wh) if wh else None
     if not wh:
         row.notes.append("Wh per video: unavailable (no energy counter reading in the runs)")
@@ -139,7 +143,8 @@ def projected_row(target: dict[str, Any], sources: list[tuple[Measured, dict[str
                    "architecture" if band is not None else "no validation band recorded"),
         source=f"{m.path} ({src.get('name')}, {p.profile.job_kind})", flags=f"{p.profile.flags}; {p.kernel}", fit=p.fit,
         need_gb=p.need_gb, memory_gb=p.target_memory_gb, videos_per_h_per_1k=None, usd_per_video=None,
-        wh_per_video=None, projection=p)
+        wh_per_video=None, projection=p,
+        warm_seconds=p.total_s - sum(x.projected_s for x in p.parts if x.bound == st.HOST_COMPILE))
     wh, why = cm.projected_wh(p.total_s, p.profile.energy_j, m.total_s, src, target)
     row.wh_per_video = wh
     row.notes.append(f"Wh per video {why}" if wh is not None else f"Wh per video: unavailable ({why})")

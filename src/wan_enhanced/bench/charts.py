@@ -26,11 +26,12 @@ def _stage_colors(names: Sequence[str]) -> dict[str, Any]:
 
 def stage_time_chart(cases: Sequence[tuple[str, dict[str, Any]]], path: Path,
                      title: str = "Stage times per case") -> bool:
-    """Horizontal stacked bars: one bar per (label, report), segments = its main stages.
+    """Horizontal stacked bars: one bar per (label, report), segments = its main stages and the ``(untracked)``
+    remainder, so that each bar's label is the report's ``Total``.
 
     Returns False (and writes nothing) when no report has stages.
     """
-    rows = [(label, {s["name"]: rd.duration(s) for s in rd.top_stages(rep)}) for label, rep in cases]
+    rows = [(label, rd.top_stage_seconds(rep)) for label, rep in cases]
     rows = [(label, st) for label, st in rows if st]
     if not rows:
         return False

@@ -81,7 +81,7 @@ def find_inputs(path: Path) -> tuple[list[tuple[str, Path]], list[Path]]:
         for c in manifest.get("cases") or []:
             p = path / (c.get("report") or f"{c.get('name')}.json")
             if p.exists():
-                out.append((str(c.get("name")), p))
+                out.append((str(c.get("id") or c.get("name")), p))  # one per run of a repeated case
         return out, []
     reports: list[tuple[str, Path]] = []
     peers: list[Path] = []

@@ -27,8 +27,8 @@ def money(v: float) -> str:
 def answer_table(rows: Sequence[AnswerRow], context_gb: float, notes: Notes) -> list[str]:
     """The answer: one line per GPU for the standard job."""
     lines = [f"**{JOB_TITLE}** — one video, models loaded in the same process (end to end, loading included).", "",
-             "| GPU | s / video | band | basis | fits? | flags; attention | videos/h per $1k | $ / video (cloud low–high) "
-             "| Wh / video |", "|---|---:|---|---|---|---|---:|---:|---:|"]
+             "| GPU | s / video | warm s / video | band | basis | fits? | flags; attention | videos/h per $1k "
+             "| $ / video (cloud low–high) | Wh / video |", "|---|---:|---:|---|---|---|---|---:|---:|---:|"]
     for r in rows:
         fit = r.fit if r.need_gb is None or r.memory_gb is None else \
             f"{r.fit} ({r.need_gb:.1f} of {r.memory_gb:g} GiB)"
@@ -42,8 +42,12 @@ def answer_table(rows: Sequence[AnswerRow], context_gb: float, notes: Notes) -> 
         secs = f"**{r.seconds:.0f}**" + (" (projected)" if r.projected else "")
         band = f"{r.band[0]:.0f}–{r.band[1]:.0f} s ({esc(r.band_note)})"
         basis = r.basis if not r.projected else f"projected from {esc(r.source)}"
-        lines.append(f"| {esc(r.name)} | {secs} | {band} | {basis} | {esc(fit)} | {esc(r.flags)} | {vph} | {usd} | {wh} |")
-    lines += ["", f"Fit = peak reserved memory of the source run + {context_gb:g} GiB CUDA context ≤ card memory; "
+        warm = notes.na("no steady step to take the cold start from") if r.warm_seconds is None else \
+            f"{r.warm_seconds:.0f}"
+        lines.append(f"| {esc(r.name)} | {secs} | {warm} | {band} | {basis} | {esc(fit)} | {esc(r.flags)} | {vph} | {usd} | {wh} |")
+    lines += ["", "s / video: a fresh process (its first step pays compile and kernel build: the cold start); warm s / "
+              "video: the same job without that cold start (a process that has already generated, or warm caches). "
+              f"Fit = peak reserved memory of the source run + {context_gb:g} GiB CUDA context ≤ card memory; "
               "\"marginal\" = under 1 GiB to spare. Measured rows: median of the GPU's runs of this job; "
               "projected rows: per-architecture model, band from the validation."]
     for r in rows:
@@ -55,19 +59,23 @@ def answer_table(rows: Sequence[AnswerRow], context_gb: float, notes: Notes) -> 
 def measured_table(runs: Sequence[Measured], notes: Notes) -> list[str]:
     """Measured runs: top-level stage seconds, the denoising steps collapsed to first / steady."""
     cols = [k.name for k in st.PIPELINE_ORDER]
-    lines = ["| run | GPU | status | steps | total s | " + " | ".join(cols) + " | first step | steady step |",
-             "|---|---|---|---:|---:|" + "---:|" * (len(cols) + 2)]
+    lines = ["| run | GPU | status | steps | total s | " + " | ".join(cols) + " | first step | steady step | cold start |",
+             "|---|---|---|---:|---:|" + "---:|" * (len(cols) + 3)]
     for m in runs:
         all_st = rd.stages(m.report)
         top = {str(s["name"]): rd.duration(s) for s in all_st if s.get("parent") == st.TOTAL.name}
         steps = sorted((s for s in all_st if st.is_step(str(s["name"]))), key=lambda s: st.step_index(str(s["name"])) or 0)
         durs = [rd.duration(s) for s in steps]
-        steady = sorted(durs[1:])[len(durs[1:]) // 2] if len(durs) > 1 else None
+        steady = rd.value_of(rd.total(m.report, "steady_s_per_step"))
+        if steady is None:
+            steady = sorted(durs[1:])[len(durs[1:]) // 2] if len(durs) > 1 else None
+        cold = rd.value_of(rd.total(m.report, "cold_start_s"))
         tot = m.total_s
         cells = [fmt_num(top[c], 2) if c in top else "—" for c in cols]
         lines.append(f"| {esc(m.case)} | {esc(m.label)} | {esc(m.status)} | {len(durs)} | "
                      f"{fmt_num(tot, 2) if tot is not None else notes.na('incomplete run')} | " + " | ".join(cells)
-                     + f" | {fmt_num(durs[0], 3) if durs else '—'} | {fmt_num(steady, 3) if steady else '—'} |")
+                     + f" | {fmt_num(durs[0], 3) if durs else '—'} | {fmt_num(steady, 3) if steady else '—'} | "
+                     + (f"{fmt_num(cold, 2)} |" if cold is not None else "— |"))
     return lines
 
 

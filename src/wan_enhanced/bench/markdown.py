@@ -1,5 +1,8 @@
 """``benchmark_report.md`` of a suite run: Benchmark Summary, Detailed Breakdown, charts.
 
+Why this module is long (~400 lines): it is one document — summary, settings, failures, per-case breakdown,
+notes — whose sections share the numbered-notes object; the spread of repeated runs is in ``repeats.py``.
+
 Reads the run dir's ``suite.json`` and the case reports; never measures. Every missing number is
 written ``n/a (k)`` with note *k* giving the reason — never 0.
 """
@@ -12,11 +15,14 @@ from typing import Any
 
 from .. import stages as sk
 from ..errors import ReportError
+from ..report.gpu_state import held_back_text
 from ..report.text import error_text
+from ..report.tree import rows_with_remainders
 from ..report.values import fmt_num, value_of
 from . import reportdata as rd
 from .charts import prepare_output, stage_time_chart, timeline_chart
 from .manifest import MANIFEST, load_manifest
+from .repeats import CaseRuns, entry_id, group_cases
 
 MAX_STEP_ROWS = 6
 
@@ -101,14 +107,14 @@ def _run_value(entry: dict[str, Any], report: dict[str, Any] | None, key: str) -
     return (entry.get("flags") or {}).get(key)
 
 
-def _settings_rows(cases: list[dict[str, Any]], reports: dict[str, dict[str, Any] | None]) -> list[str]:
+def _settings_rows(groups: list[CaseRuns]) -> list[str]:
     cols = [("size", "Size"), ("frame_num", "Frames"), ("sample_steps", "Steps"), ("offload_model", "Offload"),
             ("memory_budget_gb", "Budget GB"), ("t5_cpu", "T5 on CPU"), ("sample_solver", "Solver"),
             ("weights", "Weights"), ("device", "Device")]
     lines = ["| Case | " + " | ".join(h for _, h in cols) + " | Procs |",
              "|---|" + "---|" * len(cols) + "---|"]
-    for c in cases:
-        rep = reports.get(c["name"])
+    for g in groups:
+        c, rep = g.representative()
         vals = []
         for key, _ in cols:
             v = _run_value(c, rep, key)
@@ -117,35 +123,60 @@ def _settings_rows(cases: list[dict[str, Any]], reports: dict[str, dict[str, Any
             elif key == "offload_model" and rep and (rep.get("run") or {}).get("residency"):
                 v = f"{v} ({rep['run']['residency']})"
             vals.append("default" if v is None else esc(v))
-        lines.append(f"| {esc(c['name'])} | " + " | ".join(vals) + f" | {c.get('nproc') or 1} |")
+        lines.append(f"| {esc(g.name)} | " + " | ".join(vals) + f" | {c.get('nproc') or 1} |")
     return lines
 
 
-def summary_table(cases: list[dict[str, Any]], reports: dict[str, dict[str, Any] | None], notes: Notes
-                  ) -> list[str]:
-    """The Benchmark Summary table rows."""
-    head = ("| Case | Status | Total s | s/step | Peak alloc GB | Peak reserved GB | Mean SM % | Compute load | MFU "
-            "| Energy Wh |")
-    lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for c in cases:
-        rep = reports.get(c["name"])
-        status = status_text(c)
-        if c.get("status") != "ok" or rep is None:
-            why = ("case did not run to the end (see Failures)" if c.get("status") in ("failed", "oom", "interrupted")
-                   else "case has not run yet" if c.get("status") == "pending" else "no report")
+def _val(metric: Any) -> float | None:
+    return value_of(metric)
+
+
+def _steady(r: dict[str, Any]) -> Any:
+    return rd.total(r, "steady_s_per_step") or rd.total(r, "s_per_step")
+
+
+#: (header, the metric object of a report, digits) of the summary's spread columns
+SUMMARY_COLUMNS: tuple[tuple[str, Any, int], ...] = (
+    ("Total s", lambda r: rd.total(r, "wall_s"), 2),
+    ("Warm video s", lambda r: rd.total(r, "video_s_warm"), 2),
+    ("Steady s/step", _steady, 3),
+    ("Cold start s", lambda r: rd.total(r, "cold_start_s"), 2),
+    ("Peak alloc GB", lambda r: rd.peak_memory(r, "allocated"), 2),
+    ("Peak reserved GB", lambda r: rd.peak_memory(r, "reserved"), 2),
+)
+
+
+def summary_table(groups: list[CaseRuns], notes: Notes) -> list[str]:
+    """The Benchmark Summary table rows: one per case, each number the median of its ok runs [min–max]."""
+    head = ("| Case | Runs | Status | " + " | ".join(c[0] for c in SUMMARY_COLUMNS)
+            + " | Mean SM % | Compute load | MFU | Energy Wh | GPU held back |")
+    lines = [head, "|---|---:|---|" + "---:|" * (len(SUMMARY_COLUMNS) + 4) + "---|"]
+    for g in groups:
+        ok = g.ok
+        runs = (f"{len(g.entries)}" + (" (single run: no spread)" if len(g.entries) == 1 else ""))
+        status = g.status_text() + (" (resumed)" if any(e.get("skipped") for e in g.entries) else "")
+        if not ok:
+            e0 = g.entries[0]
+            why = ("case did not run to the end (see Failures)" if e0.get("status") in ("failed", "oom", "interrupted")
+                   else "case has not run yet" if e0.get("status") == "pending" else "no report")
             na = notes.na(why)
-            lines.append(f"| {esc(c['name'])} | {esc(status)} | " + " | ".join([na] * 8) + " |")
+            lines.append(f"| {esc(g.name)} | {runs} | {esc(status_text(e0) if len(g.entries) == 1 else status)} | "
+                         + " | ".join([na] * (len(SUMMARY_COLUMNS) + 5)) + " |")
             continue
-        t = rep.get("totals") or {}
-        energy = t.get("energy_j")
-        lines.append("| " + " | ".join([
-            esc(c["name"]), "ok" + (" (resumed)" if c.get("skipped") else ""),
-            cell(t.get("wall_s"), notes, 2), cell(t.get("s_per_step"), notes, 3),
-            cell(rd.peak_memory(rep, "allocated"), notes, 2), cell(rd.peak_memory(rep, "reserved"), notes, 2),
-            sm_cell(t.get("mean_sm_percent"), notes),
-            cell(t.get("compute_load"), notes, 1), percent_cell(t.get("mfu"), notes),
-            cell(energy, notes, 3, scale=1 / 3600.0),
-        ]) + " |")
+        cells = []
+        for label, get, digits in SUMMARY_COLUMNS:
+            sp = g.spread_of(lambda r, get=get: _val(get(r)))
+            cells.append(sp.text(digits) if sp else notes.na(
+                rd.mreason(get(ok[0][1]), f"{label}: not in these reports (written before issue 15)")))
+        _, rep = g.representative()
+        t = (rep or {}).get("totals") or {}
+        energy = g.spread_of(lambda r: _val(rd.total(r, "energy_j")))
+        held = ((rep or {}).get("gpu_state") or {}).get("verdict") or notes.na("no GPU state in the report")
+        lines.append("| " + " | ".join([esc(g.name), runs, esc(status), *cells,
+                                          sm_cell(t.get("mean_sm_percent"), notes), cell(t.get("compute_load"), notes, 1),
+                                          percent_cell(t.get("mfu"), notes),
+                                          energy.text(3, 1 / 3600.0) if energy else cell(t.get("energy_j"), notes),
+                                          esc(held)]) + " |")
     return lines
 
 
@@ -161,7 +192,7 @@ def stage_table(report: dict[str, Any], notes: Notes) -> list[str]:
     """Per-stage rows of one report (the seed's Execution Trace Analysis, in Markdown)."""
     lines = ["| Stage | Time s | SM % | Load | Mem start GB | Mem end GB | Peak GB | Mem Δ GB | TFLOP/s | Comment |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
-    all_stages = rd.stages(report)
+    all_stages = rows_with_remainders(rd.stages(report))
     step_names = {s["name"] for s in all_stages if sk.is_step(str(s["name"]))}
     steps = [s for s in all_stages if s["name"] in step_names]
     shown_steps = _step_rows(steps)
@@ -184,6 +215,10 @@ def stage_table(report: dict[str, Any], notes: Notes) -> list[str]:
 
 
 def _stage_row(s: dict[str, Any], notes: Notes) -> str:
+    indent = "&nbsp;" * 4 * int(s.get("depth") or 0)
+    if s.get("remainder"):
+        return (f"| {indent}{esc(s['name'])} | {fmt_num(rd.duration(s), 3)} | — | — | — | — | — | — | — | "
+                f"{esc(s.get('comment') or '')} |")
     mem = s.get("memory") or {}
     start, end = value_of(mem.get("start_gb")), value_of(mem.get("end_gb"))
     delta = fmt_num(round(end - start, 4), 2) if start is not None and end is not None else notes.na(
@@ -191,11 +226,14 @@ def _stage_row(s: dict[str, Any], notes: Notes) -> str:
     sm = sm_cell(s.get("sm"), notes)
     if s.get("short_window") and value_of(s.get("sm")) is not None:
         sm += " " + notes.ref("stage shorter than the sampling window: its SM % is from few samples")
-    indent = "&nbsp;" * 4 * int(s.get("depth") or 0)
+    comment = str(s.get("comment") or "")
+    held = held_back_text(s)
+    if held:
+        comment += f" [{held}]"
     return "| " + " | ".join([
         indent + esc(s["name"]), fmt_num(rd.duration(s), 3), sm, cell(s.get("compute_load"), notes, 1),
         cell(mem.get("start_gb"), notes), cell(mem.get("end_gb"), notes), cell(mem.get("peak_gb"), notes), delta,
-        cell(s.get("tflops_per_s"), notes, 1), esc(s.get("comment") or ""),
+        cell(s.get("tflops_per_s"), notes, 1), esc(comment),
     ]) + " |"
 
 
@@ -246,13 +284,17 @@ def render_suite_markdown(manifest: dict[str, Any], reports: dict[str, dict[str,
         "## Benchmark Summary",
         "",
     ]
-    out += summary_table(cases, reports, notes)
-    out += ["", "Total s: end-to-end wall time of the run. s/step: mean denoising step. Peak alloc: highest GPU "
+    groups = group_cases(cases, reports)
+    out += summary_table(groups, notes)
+    out += ["", "Each number is the median of the case's ok runs, [min–max] over them (and the IQR from 4 runs); a "
+            "case of one run has no spread. Total s: end-to-end wall time of the run. Warm video s: the run with its "
+            "first step at steady speed (`video_s_warm`). Steady s/step: median denoising step after the first. Cold "
+            "start s: the first call's compile and kernel build (`cold_start_s`). Peak alloc: highest GPU "
             "memory allocated by PyTorch tensors; Peak reserved: highest held by PyTorch's caching allocator (what the "
             "card must have room for; per GPU, max over the ranks of a multi-GPU run). Mean SM %: time-weighted GPU "
             "SM activity. Compute load: Σ stage duration × SM % (the seed's definition). MFU: analytic model FLOPs ÷ time ÷ the GPU's peak dense bf16 FLOP/s. "
             "Energy: GPU energy counter over the run.", ""]
-    out += ["### Settings", ""] + _settings_rows(cases, reports) + [""]
+    out += ["### Settings", ""] + _settings_rows(groups) + [""]
     if "stages" in charts:
         out += [f"![Stage times per case]({charts['stages']})", ""]
     elif "stages" in chart_notes:
@@ -263,15 +305,21 @@ def render_suite_markdown(manifest: dict[str, Any], reports: dict[str, dict[str,
         for c in bad:
             err = c.get("error") or {}
             msg = error_text(err) or c.get("status")
-            out.append(f"- **{esc(c['name'])}** — {c.get('status')}"
+            out.append(f"- **{esc(entry_id(c))}** — {c.get('status')}"
                        + (f" in stage `{err.get('stage')}`" if err.get("stage") else "") + f": {esc(msg)}"
                        + (f" — log: [`{c.get('log')}`]({_rel(run_dir / c['log'], md_dir)})" if c.get("log") else ""))
         out.append("")
     out += ["## Detailed Breakdown", ""]
-    for c in cases:
-        name = c["name"]
-        rep = reports.get(name)
+    for g in groups:
+        c, rep = g.representative()
+        name = g.name
         out += [f"### {esc(name)}", ""]
+        if len(g.entries) > 1:
+            runs = ", ".join(f"{esc(entry_id(e))}: {esc(status_text(e))}"
+                             + (f" {fmt_num(rd.wall_s(r), 2)} s" if r and rd.wall_s(r) is not None else "")
+                             for e, r in zip(g.entries, g.reports, strict=True))
+            out += [f"{len(g.entries)} runs ({runs}); shown below: **{esc(entry_id(c))}**, the run nearest the "
+                    "median total.", ""]
         if c.get("description"):
             out += [esc(c["description"]), ""]
         links = [f"[{k}]({_rel(run_dir / c[k2], md_dir)})" for k, k2 in (("report JSON", "report"), ("text report", "text"),
@@ -290,17 +338,32 @@ def render_suite_markdown(manifest: dict[str, Any], reports: dict[str, dict[str,
             err = rep.get("error") or {}
             out += [f"The run stopped in stage `{err.get('stage')}`: {esc(error_text(err))}. The stages below are "
                     "those recorded until then.", ""]
+        shared = gpu_shared_with(rep)
+        if shared:
+            out += [f"**Measured while other processes used the GPU** ({esc(shared)}): its times and memory are not "
+                    "this run's alone.", ""]
         weights = rep.get("weights") or {}
         if weights.get("note"):
             out += [f"Weights: {esc(weights['note'])}", ""]
         out += stage_table(rep, notes) + [""]
-        key = f"timeline:{name}"
+        key = f"timeline:{entry_id(c)}"
         if key in charts:
             out += [f"![{esc(name)} timeline]({charts[key]})", ""]
         elif key in chart_notes:
             out += [f"_Timeline chart not drawn: {chart_notes[key]}._", ""]
     out += notes.render()
     return "\n".join(out).rstrip() + "\n"
+
+
+def gpu_shared_with(report: dict[str, Any]) -> str:
+    """``PIDs 123, 456 at the start; 789 at the end`` when other processes were on the run's GPU, else ``""``."""
+    state = ((report.get("system") or {}).get("gpu") or {}).get("state") or {}
+    parts = []
+    for key, when in (("other_processes", "at the start"), ("other_processes_at_end", "at the end")):
+        procs = (state.get(key) or {}).get("value") if isinstance(state.get(key), dict) else None
+        if procs:
+            parts.append("PIDs " + ", ".join(str(p.get("pid")) for p in procs) + f" {when}")
+    return "; ".join(parts)
 
 
 def _counts(cases: list[dict[str, Any]]) -> dict[str, int]:
@@ -318,33 +381,33 @@ def write_suite_report(run_dir: Path, output: Path) -> Path:
     output, charts_dir = prepare_output(output)
     reports: dict[str, dict[str, Any] | None] = {}
     for c in manifest.get("cases") or []:
-        p = run_dir / c.get("report", f"{c['name']}.json")
+        p = run_dir / c.get("report", f"{entry_id(c)}.json")
         try:
-            reports[c["name"]] = rd.read_report(p) if p.exists() else None
+            reports[entry_id(c)] = rd.read_report(p) if p.exists() else None
         except (ReportError, OSError, ValueError):
-            reports[c["name"]] = None
+            reports[entry_id(c)] = None
     charts: dict[str, str] = {}
     chart_notes: dict[str, str] = {}
-    ok_runs = [(c["name"], reports[c["name"]]) for c in manifest.get("cases") or []
-               if c.get("status") == "ok" and reports.get(c["name"])]
+    groups = group_cases(manifest.get("cases") or [], reports)
+    shown = [(g.name, *g.representative()) for g in groups]
+    ok_runs = [(name, rep) for name, e, rep in shown if e.get("status") == "ok" and rep]
     if ok_runs:
         p = charts_dir / "stage_times.png"
-        if stage_time_chart(ok_runs, p, "Stage times per case (measured)"):  # type: ignore[arg-type]
+        if stage_time_chart(ok_runs, p, "Stage times per case (measured; the run nearest each case's median)"):
             charts["stages"] = _rel(p, output.parent)
         else:
             chart_notes["stages"] = "no stages in the reports"
     else:
         chart_notes["stages"] = "no case finished ok"
-    for c in manifest.get("cases") or []:
-        rep = reports.get(c["name"])
+    for _, e, rep in shown:
         if rep is None:
             continue
-        p = charts_dir / f"timeline_{c['name']}.png"
-        why = timeline_chart(c["name"], rep, p)
+        p = charts_dir / f"timeline_{entry_id(e)}.png"
+        why = timeline_chart(entry_id(e), rep, p)
         if why is None:
-            charts[f"timeline:{c['name']}"] = _rel(p, output.parent)
+            charts[f"timeline:{entry_id(e)}"] = _rel(p, output.parent)
         else:
-            chart_notes[f"timeline:{c['name']}"] = why
+            chart_notes[f"timeline:{entry_id(e)}"] = why
     text = render_suite_markdown(manifest, reports, run_dir.resolve(), output.parent, charts, chart_notes)
     output.write_text(text, encoding="utf-8")
     return output

@@ -8,7 +8,8 @@ were offloaded and the peak memory. :func:`project` moves each part to the targe
 - DiT steps: job steps × (GEMM FLOPs ÷ target GEMM rate + attention FLOPs ÷ target rate of the kernel
   our ``auto`` picks there — or the peer's own kernel — + the rest × bandwidth ratio), see
   :mod:`.perf_model`;
-- the first step's excess over a steady step (compile, kernel build: host work) kept as measured;
+- the cold start (the report's ``cold_start_s``: the first call's excess over a steady step — compile, kernel
+  build — host work) kept as measured, never scaled by the GPU ratio; a ``--warmup`` forward is not job time;
 - VAE decode / encode by their measured convolution / memory split;
 - offload transfers (the denoising loop's time outside its steps when weights were offloaded) over the
   target's host link;
@@ -158,10 +159,12 @@ def profile_from_report(report: dict[str, Any], entry: dict[str, Any] | None, *,
         raise ProjectionError(f"{source}: report has no denoising steps")
     stages, bounds = {}, {}
     denoise_rest = 0.0
+    # the warm-up forward (--warmup) is not part of the job: its compile share is in cold_start_s
+    warmup = sum(rd.duration(s) for s in all_stages if s.get("name") == st.WARMUP.name)
     for s in top:
         name = str(s["name"])
         if name == st.DENOISING.name:
-            denoise_rest = max(0.0, rd.duration(s) - sum(steps))
+            denoise_rest = max(0.0, rd.duration(s) - sum(steps) - warmup)
             continue
         stages[name] = rd.duration(s)
         bounds[name] = st.bound_of(name, s.get("comment")) or st.HOST_LOAD
@@ -178,10 +181,14 @@ def profile_from_report(report: dict[str, Any], entry: dict[str, Any] | None, *,
     if run.get("offload_model") is False and not run.get("memory_budget_gb"):
         flags = "--offload_model False"
     energy = rd.total(report, "energy_j")
+    steady = rd.value_of(rd.total(report, "steady_s_per_step"))
+    cold = rd.value_of(rd.total(report, "cold_start_s"))
+    if steady is None:  # reports before the warm/cold split (or of one step)
+        steady = statistics.median(steps[1:]) if len(steps) > 1 else steps[0]
+    first = steady + cold if cold is not None else steps[0]
     return RunProfile(
         label=f"ours ({flags}) on {gpu.label}", source=source, gpu_key=str(entry["key"]), count=gpu.count,
-        stages=stages, bounds=bounds, first_step_s=steps[0],
-        steady_step_s=statistics.median(steps[1:]) if len(steps) > 1 else steps[0], timed_steps=len(steps),
+        stages=stages, bounds=bounds, first_step_s=first, steady_step_s=steady, timed_steps=len(steps),
         job_steps=job_steps, denoise_rest_s=denoise_rest, outside_s=outside,
         forwards=_forwards(run.get("sample_guide_scale")), work=work, kernel=kernel,
         vae_dtype=str(run.get("vae_dtype") or "bf16"), offload=residency not in ("", "resident"), pinned=True,

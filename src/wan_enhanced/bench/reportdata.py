@@ -12,9 +12,11 @@ from typing import Any
 
 from ..report.schema import gpus_used, peak_memory, peak_memory_gb
 from ..report.values import value_of
+from ..stages import UNTRACKED
 
 __all__ = ["GpuId", "duration", "gpu_of", "mreason", "msource", "peak_memory", "peak_memory_gb",
-           "read_report", "roots", "stages", "text_report", "top_stages", "total", "value_of", "wall_s"]
+           "read_report", "roots", "stages", "text_report", "top_stage_seconds", "top_stages", "total", "value_of",
+           "wall_s"]
 
 
 def read_report(path: str | Path) -> dict[str, Any]:
@@ -65,6 +67,20 @@ def top_stages(report: dict[str, Any]) -> list[dict[str, Any]]:
     root_names = {s["name"] for s in roots(report)}
     kids = [s for s in stages(report) if s.get("parent") in root_names]
     return kids or roots(report)
+
+
+def top_stage_seconds(report: dict[str, Any]) -> dict[str, float]:
+    """Seconds of each main stage plus the root's ``(untracked)`` remainder: they add up to the root (``Total``)."""
+    from ..report.tree import rows_with_remainders
+
+    out = {str(s["name"]): duration(s) for s in top_stages(report)}
+    rs = roots(report)
+    if len(rs) == 1 and out and rs[0]["name"] not in out:
+        rows = rows_with_remainders(stages(report))
+        rem = next((r for r in rows if r.get("remainder") and r.get("parent") == rs[0]["name"]), None)
+        if rem is not None and isinstance(rem.get("duration_s"), int | float):
+            out[UNTRACKED] = float(rem["duration_s"])
+    return out
 
 
 def duration(stage: dict[str, Any]) -> float:

@@ -19,6 +19,8 @@ is a measurement: "does not fit"); 1 when a case failed or crashed; 2 for a bad 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import platform
 import shlex
@@ -36,6 +38,7 @@ from typing import Any, TextIO
 from ..argparse_util import OneLineParser, guarded
 from ..errors import ConfigError, ReportError
 from ..flags import to_argv
+from ..report.schema import write_json_atomic
 from .manifest import (
     MANIFEST,
     SUITE_SCHEMA,
@@ -47,9 +50,12 @@ from .manifest import (
 )
 from .markdown import write_suite_report
 from .reportdata import read_report, text_report
+from .runlock import RunLock, die_with_parent, live_case_process
 from .suite_config import SuiteConfig, apply_overrides, case_argv, check_case_values, load_suite_config
 
 INTERRUPTED = "interrupted: resume with --resume"
+LONG_VALUE = 200  # characters: longer flag values are abbreviated in the manifest's argv
+MAX_STORED_CONFIG = 64 * 1024  # characters of config JSON stored whole in the manifest
 PACKAGE_SRC = Path(__file__).resolve().parents[2]  # the directory holding ``wan_enhanced``
 
 
@@ -149,6 +155,12 @@ def outcome_of(report_path: Path, log_path: Path, exit_code: int | None, timed_o
     if report is not None:
         status = str(report.get("status") or "failed")
         error = report.get("error") if status != "ok" else None
+        if status == "incomplete":  # a journal snapshot: the process died before its final report
+            how = (f"killed by {_signal_name(-exit_code)}" if exit_code is not None and exit_code < 0
+                   else f"exited with code {exit_code}")
+            error = dict(error or {}, type="Incomplete",
+                         message=f"{(error or {}).get('message') or 'the run did not finish'}; the process {how}")
+            return CaseOutcome("failed", error, report)
         if status == "ok" and exit_code not in (0, None):
             status = "failed"
             error = {"stage": None, "type": "ExitCode",
@@ -188,14 +200,21 @@ def _describe(status: str, error: dict[str, Any] | None) -> str:
     return f" — {where}{error.get('message') or error.get('type')}"
 
 
-def _run_process(cmd: list[str], log_path: Path, cwd: Path, env: dict[str, str], timeout: float | None
-                 ) -> tuple[int | None, float | None]:
-    """Run ``cmd`` with output to ``log_path``; returns (exit code, timeout if it was hit)."""
+def _run_process(cmd: list[str], log_path: Path, cwd: Path, env: dict[str, str], timeout: float | None,
+                 on_start: Any = None, header: str = "") -> tuple[int | None, float | None]:
+    """Run ``cmd`` with output to ``log_path``; returns (exit code, timeout if it was hit).
+
+    The case gets its own process group (a timeout stops it and its workers) and dies with the runner
+    (``die_with_parent``): killing the runner never leaves a case writing into the run directory.
+    ``on_start(pid)`` is called once the process exists.
+    """
     with open(log_path, "w", encoding="utf-8") as log:
-        log.write(f"$ {shlex.join(cmd)}\n")
+        log.write(header + f"$ {shlex.join(cmd)}\n")
         log.flush()
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+                                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent)
+        if on_start is not None:
+            on_start(proc.pid)
         try:
             return proc.wait(timeout=timeout), None
         except subprocess.TimeoutExpired:
@@ -239,15 +258,45 @@ def run_suite(suite: SuiteConfig, run_dir: Path, *, root: Path | None = None,
     the generate command (an internal hook for tests); the case's flags and
     ``--report_file``/``--save_file`` are appended to it.
     """
-    out = out or sys.stdout
-    root = root or project_root()
     run_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(run_dir):
+        return _run_suite(suite, run_dir, root=root or project_root(), generate_cmd=generate_cmd,
+                          out=out or sys.stdout, gpu=gpu)
+
+
+def _short_flags(flags: dict[str, Any]) -> dict[str, Any]:
+    """A case's flags with long values abbreviated (the whole values are in the case's args file)."""
+    return {k: (f"<{len(v)} characters, in the case's args file>" if isinstance(v, str) and len(v) > LONG_VALUE
+                else v) for k, v in flags.items()}
+
+
+def _display_argv(flags: dict[str, Any]) -> list[str]:
+    """A case's flags as argv for the manifest and the logs, long values abbreviated."""
+    return to_argv(_short_flags(flags))
+
+
+def _manifest_config(raw: dict[str, Any]) -> dict[str, Any]:
+    """The config as stored in the manifest: whole when small, else its size and SHA-256 (long prompts once)."""
+    text = json.dumps(raw, sort_keys=True, ensure_ascii=False)
+    if len(text) <= MAX_STORED_CONFIG:
+        return raw
+    return {"stored": False, "bytes": len(text.encode()), "sha256": hashlib.sha256(text.encode()).hexdigest(),
+            "note": f"config larger than {MAX_STORED_CONFIG} characters: see config_path and the cases' args files"}
+
+
+def _run_suite(suite: SuiteConfig, run_dir: Path, *, root: Path, generate_cmd: Sequence[str] | None,
+               out: TextIO, gpu: str | None) -> dict[str, Any]:
     previous = load_manifest(run_dir)
-    prev_cases = {c.get("name"): c for c in (previous or {}).get("cases", []) if isinstance(c, dict)}
+    for c in (previous or {}).get("cases", []):
+        pid = live_case_process(c, run_dir) if isinstance(c, dict) else None
+        if pid is not None:
+            raise ConfigError(f"run {run_dir.name}: case {c.get('id') or c.get('name')} of an earlier runner is still "
+                              f"running (PID {pid}); wait for it to finish or stop it (kill {pid}), then resume")
+    prev_cases = {c.get("id") or c.get("name"): c for c in (previous or {}).get("cases", []) if isinstance(c, dict)}
     manifest: dict[str, Any] = {
         "schema": SUITE_SCHEMA, "schema_version": 1, "run_id": run_dir.name,
         "created": (previous or {}).get("created") or _utcnow(), "updated": _utcnow(),
-        "config_path": str(suite.path.resolve()) if suite.path else None, "config": suite.raw,
+        "config_path": str(suite.path.resolve()) if suite.path else None, "config": _manifest_config(suite.raw),
         "description": suite.description, "git": git_info(root), "host": host_info(gpu),
         "attempts": list((previous or {}).get("attempts", [])) + [{"started": _utcnow(), "argv": sys.argv[1:]}],
         "cases": [],
@@ -257,21 +306,28 @@ def run_suite(suite: SuiteConfig, run_dir: Path, *, root: Path | None = None,
     env.setdefault("MPLBACKEND", "Agg")
     env["PYTHONUNBUFFERED"] = "1"
     entries: list[dict[str, Any]] = []
-    for case in suite.cases:
+    order = suite.run_order()
+    for case, rep in order:
+        run_id = case.name if case.repeats == 1 else f"{case.name}.r{rep}"
         entries.append({
-            "name": case.name, "index": case.index, "description": case.description, "flags": case.flags,
-            "argv": case_argv(case), "nproc": case.nproc, "status": "pending", "exit_code": None, "elapsed_s": None,
-            "report": f"{case.name}.json", "log": f"{case.name}.log", "text": f"{case.name}.txt",
+            "name": case.name, "id": run_id, "repeat": rep, "repeats": case.repeats, "index": case.index,
+            "description": case.description, "flags": _short_flags(case.flags),
+            "argv": _display_argv(case.flags), "args_sha256": _args_hash(case), "args_file": f"{run_id}.args.json",
+            "nproc": case.nproc, "status": "pending", "exit_code": None, "elapsed_s": None,
+            "report": f"{run_id}.json", "log": f"{run_id}.log", "text": f"{run_id}.txt",
             "error": None, "started": None, "finished": None, "skipped": False,
         })
+    manifest["interleave"] = suite.interleave
     manifest["cases"] = entries
     write_manifest(run_dir, manifest)
-    n = len(suite.cases)
-    for i, (case, entry) in enumerate(zip(suite.cases, entries, strict=True), start=1):
-        print(f"[{i}/{n}] {case.name} ... ", end="", file=out, flush=True)
+    n = len(order)
+    for i, ((case, _), entry) in enumerate(zip(order, entries, strict=True), start=1):
+        print(f"[{i}/{n}] {entry['id']} ... ", end="", file=out, flush=True)
         report_path = run_dir / entry["report"]
-        prev = prev_cases.get(case.name)
-        if prev and prev.get("status") == "ok" and prev.get("argv") == entry["argv"] and report_path.exists():
+        prev = prev_cases.get(entry["id"])
+        same = prev and (prev.get("args_sha256") == entry["args_sha256"] if prev.get("args_sha256")
+                         else prev.get("argv") == case_argv(case))
+        if prev and prev.get("status") == "ok" and same and report_path.exists():
             try:
                 rep = read_report(report_path)
             except (ReportError, OSError, ValueError):
@@ -286,14 +342,22 @@ def run_suite(suite: SuiteConfig, run_dir: Path, *, root: Path | None = None,
                 continue
         for stale in (report_path, run_dir / entry["text"]):
             stale.unlink(missing_ok=True)
-        cmd = generate_command(case.nproc, generate_cmd) + list(entry["argv"])
-        own = {"save_file": str(run_dir / f"{case.name}.mp4")} if "save_file" not in case.flags else {}
-        cmd += to_argv({**own, "report_file": str(report_path), "quiet": True})
+        args_path = run_dir / entry["args_file"]
+        write_json_atomic(args_path, case.flags, indent=1)  # settings travel in a file: no argv limit
+        own = {"save_file": str(run_dir / f"{entry['id']}.mp4")} if "save_file" not in case.flags else {}
+        cmd = generate_command(case.nproc, generate_cmd) + to_argv(
+            {"flags_file": str(args_path), **own, "report_file": str(report_path), "quiet": True})
         entry["command"] = cmd
         entry["started"] = _utcnow()
         t0 = time.perf_counter()
         try:
-            code, timed_out = _run_process(cmd, run_dir / entry["log"], Path.cwd(), env, case.timeout_s)
+            def started(pid: int, entry: dict[str, Any] = entry) -> None:
+                entry.update(status="running", pid=pid)
+                write_manifest(run_dir, manifest)
+
+            header = f"# case flags (in {entry['args_file']}): {shlex.join(entry['argv'])}\n"
+            code, timed_out = _run_process(cmd, run_dir / entry["log"], Path.cwd(), env, case.timeout_s, started,
+                                           header)
         except KeyboardInterrupt:
             entry.update(status="interrupted", elapsed_s=round(time.perf_counter() - t0, 3), finished=_utcnow(),
                          error={"stage": None, "type": "KeyboardInterrupt", "message": "suite interrupted"})
@@ -322,6 +386,11 @@ def run_suite(suite: SuiteConfig, run_dir: Path, *, root: Path | None = None,
     manifest["updated"] = _utcnow()
     write_manifest(run_dir, manifest)
     return manifest
+
+
+def _args_hash(case: Any) -> str:
+    """SHA-256 of a case's flags (what a resume compares)."""
+    return hashlib.sha256(json.dumps(case.flags, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -406,8 +475,10 @@ def _bench(argv: list[str], out: TextIO) -> int:
     print(f"config: {config_path} ({why})", file=out)
     apply_overrides(suite, device=args.device)
     check_case_values(suite, cuda_available=gpu is not None)
+    runs = len(suite.run_order())
     print(f"run: {run_dir.name} ({'resuming' if resumed else 'new'}) in {run_dir.parent}; "
-          f"{len(suite.cases)} cases", file=out, flush=True)
+          f"{len(suite.cases)} cases" + (f", {runs} runs" + (" interleaved" if suite.interleave else "")
+                                          if runs != len(suite.cases) else ""), file=out, flush=True)
     generate_cmd = shlex.split(args.generate_cmd) if args.generate_cmd else None
     manifest = run_suite(suite, run_dir, root=root, generate_cmd=generate_cmd, out=out, gpu=gpu)
     md = write_suite_report(run_dir, output)

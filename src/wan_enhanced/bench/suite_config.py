@@ -4,12 +4,15 @@ Format::
 
     {
       "description": "optional text",
+      "repeats": 3,            # optional: runs of every case (default 1); a case's own "repeats" wins
+      "interleave": true,      # optional: run repeat 1 of every case, then repeat 2, ... (ABAB: evens out drift)
       "global_settings": {<generate flag>: value, ...},
       "test_cases": [
         {"name": "01_Speed_Preview", "args": {<generate flag>: value, ...},
          "nproc": 2,          # optional: processes under torchrun
                               # (default: ulysses_size, ×2 with cfg_parallel)
          "timeout_s": 900,    # optional: kill the case after this many seconds
+         "repeats": 4,        # optional: runs of this case (median, min–max, IQR from 4 runs)
          "description": "optional text"},
         ...
       ]
@@ -39,8 +42,9 @@ from ..flags import CONFIG_FLAGS, DEVICE_RE, FLAGS, SIZE_RE, to_argv
 FLAG_KINDS: dict[str, str] = {f.name: f.kind for f in CONFIG_FLAGS}
 # Flags the runner sets itself for every case.
 RUNNER_FLAGS: tuple[str, ...] = tuple(f.name for f in CONFIG_FLAGS if f.runner)
-TOP_KEYS = ("description", "global_settings", "test_cases")
-CASE_KEYS = ("name", "args", "nproc", "timeout_s", "description")
+TOP_KEYS = ("description", "repeats", "interleave", "global_settings", "test_cases")
+CASE_KEYS = ("name", "args", "nproc", "timeout_s", "repeats", "description")
+MAX_REPEATS = 100
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -54,6 +58,7 @@ class CaseSpec:
     nproc: int = 1
     timeout_s: float | None = None
     description: str = ""
+    repeats: int = 1
     # Where each flag came from ("global_settings.x" or "test_cases[i].args.x"), for messages.
     origin: dict[str, str] = field(default_factory=dict, repr=False)
 
@@ -66,6 +71,24 @@ class SuiteConfig:
     raw: dict[str, Any]
     cases: list[CaseSpec]
     description: str = ""
+    interleave: bool = False
+
+    def run_order(self) -> list[tuple[CaseSpec, int]]:
+        """(case, repeat 1..N) in the order they run: case by case, or repeat by repeat when interleaved."""
+        if not self.interleave:
+            return [(c, r) for c in self.cases for r in range(1, c.repeats + 1)]
+        most = max(c.repeats for c in self.cases)
+        return [(c, r) for r in range(1, most + 1) for c in self.cases if r <= c.repeats]
+
+
+def _repeats(where: str, value: Any, default: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{where}: expected int, {_got(value)}")
+    if not 1 <= value <= MAX_REPEATS:
+        raise ConfigError(f"{where}: {value} is not allowed; must be 1 … {MAX_REPEATS}")
+    return value
 
 
 def _type_name(value: Any) -> str:
@@ -141,6 +164,10 @@ def parse_suite_config(data: Any, path: Path | None = None) -> SuiteConfig:
     description = data.get("description", "")
     if not isinstance(description, str):
         raise ConfigError(f"description: expected string, {_got(description)}")
+    global_repeats = _repeats("repeats", data.get("repeats"), 1)
+    interleave = data.get("interleave", False)
+    if not isinstance(interleave, bool):
+        raise ConfigError(f"interleave: expected bool (true/false), {_got(interleave)}")
     global_flags = _check_flags("global_settings", data.get("global_settings", {}))
     cases_raw = data.get("test_cases")
     if cases_raw is None:
@@ -197,8 +224,9 @@ def parse_suite_config(data: Any, path: Path | None = None) -> SuiteConfig:
             raise ConfigError(f"{where}.description: expected string, {_got(desc)}")
         cases.append(CaseSpec(index=i, name=name, flags=merged, nproc=nproc,
                               timeout_s=None if timeout is None else float(timeout), description=desc,
+                              repeats=_repeats(f"{where}.repeats", case.get("repeats"), global_repeats),
                               origin=origin))
-    return SuiteConfig(path=path, raw=data, cases=cases, description=description)
+    return SuiteConfig(path=path, raw=data, cases=cases, description=description, interleave=interleave)
 
 
 def load_suite_config(path: str | Path) -> SuiteConfig:
@@ -218,6 +246,21 @@ def load_suite_config(path: str | Path) -> SuiteConfig:
         raise ConfigError(f"--config: {p.name} is not valid JSON (line {exc.lineno}, column {exc.colno}: "
                           f"{exc.msg})") from None
     return parse_suite_config(data, p)
+
+
+def load_flags_file(path: str | Path) -> dict[str, Any]:
+    """``generate --flags_file``: a JSON object of generate flags, checked like a suite case's ``args``."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"--flags_file: {str(p)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--flags_file: {str(p)!r} is not readable ({type(exc).__name__})") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--flags_file: {p.name} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    flags = _check_flags(f"--flags_file {p.name}", data)
+    return {k: v for k, v in flags.items() if v is not None}
 
 
 def apply_overrides(suite: SuiteConfig, device: str | None = None) -> None:

@@ -7,6 +7,9 @@
 * otherwise ``nvmlDeviceGetUtilizationRates().gpu`` as a labelled fallback (``nvml_util``): it is
   the share of time any kernel ran, not SM activity.
 * power (``nvmlDeviceGetPowerUsage``), the total-energy counter, and NVML's used device memory.
+* the GPU's state: SM and memory clocks, temperature, the enforced power limit and the clock-event
+  (throttle) reasons bitmask (``nvmlDeviceGetCurrentClocksEventReasons``, older drivers
+  ``…ThrottleReasons``); decoded in ``monitor.gpu_state``.
 
 Every read that fails gives ``None`` for that field; nothing is ever reported as 0 for "unknown".
 Calls cost 5 µs – 4 ms each (see docs/baseline.md), so only the sampler thread calls ``read()``.
@@ -22,6 +25,9 @@ from typing import Any, Protocol
 #: GPM needs its two samples at least this far apart.
 GPM_MIN_INTERVAL_S = 0.1
 
+#: the GPU-state reads of every sample
+STATE_QUERIES = ("sm_clock_mhz", "mem_clock_mhz", "temperature_c", "power_limit_w", "clock_reasons")
+
 NVML_UTIL_NOTE = "utilization.gpu = time any kernel ran, not SM activity (GPM not supported)"
 
 
@@ -36,6 +42,11 @@ class Reading:
     power_w: float | None = None
     energy_j: float | None = None  # cumulative counter (J since driver load), not a delta
     nvml_used_bytes: int | None = None
+    sm_clock_mhz: float | None = None
+    mem_clock_mhz: float | None = None
+    temperature_c: float | None = None
+    power_limit_w: float | None = None
+    clock_reasons: int | None = None  # NVML clock-event reasons bitmask at the read
 
 
 class GpuBackend(Protocol):
@@ -49,6 +60,8 @@ class GpuBackend(Protocol):
     power_reason: str | None
     #: smallest sampling interval the backend supports
     min_interval_s: float
+    #: why the clock-event (throttle) reasons cannot be read (``None`` when they are)
+    state_reason: str | None
 
     def read(self) -> Reading:
         """Read all counters; activity is averaged since the previous ``read`` (first read primes)."""
@@ -76,6 +89,7 @@ class NullBackend:
     def __init__(self, reason: str) -> None:
         self.sm_reason: str | None = reason
         self.power_reason: str | None = reason
+        self.state_reason: str | None = reason
 
     def read(self) -> Reading:
         """Return an empty reading."""
@@ -120,8 +134,11 @@ def nvml_handle_for_torch_device(index: int) -> Any:
 class NvmlBackend:
     """Counters of one NVIDIA GPU via pynvml (GPM when supported, else utilization.gpu)."""
 
-    def __init__(self, handle: Any = None, *, torch_index: int | None = None, use_gpm: bool = True) -> None:
+    def __init__(self, handle: Any = None, *, torch_index: int | None = None, use_gpm: bool = True,
+                 state_queries: tuple[str, ...] | None = None) -> None:
+        """``state_queries``: which GPU-state reads each ``read`` makes (default ``STATE_QUERIES``; ``()``: none)."""
         nv = _nvml()
+        self.state_queries = STATE_QUERIES if state_queries is None else tuple(state_queries)
         nv.nvmlInit()
         self._nv = nv
         self._handle = handle if handle is not None else nvml_handle_for_torch_device(torch_index or 0)
@@ -146,7 +163,24 @@ class NvmlBackend:
             self.min_interval_s = 0.0
         self._power_ok = self._probe(nv.nvmlDeviceGetPowerUsage)
         self._energy_ok = self._probe(nv.nvmlDeviceGetTotalEnergyConsumption)
+        self.energy_read_s = self._read_cost(nv.nvmlDeviceGetTotalEnergyConsumption) if self._energy_ok else None
         self.power_reason = None if self._power_ok else "NVML power reading not supported on this GPU"
+        self._reasons_fn = next((getattr(nv, n) for n in ("nvmlDeviceGetCurrentClocksEventReasons",
+                                                         "nvmlDeviceGetCurrentClocksThrottleReasons")
+                                 if hasattr(nv, n) and self._probe(getattr(nv, n))), None)
+        self.state_reason = None if self._reasons_fn is not None else "NVML clock-event reasons not supported"
+
+    def _read_cost(self, fn: Any, n: int = 5) -> float:
+        """Median seconds of ``n`` calls of ``fn(handle)``: whether a read may sit on the caller's path."""
+        import statistics
+        import time
+
+        ts = []
+        for _ in range(n):
+            t = time.perf_counter()
+            fn(self._handle)
+            ts.append(time.perf_counter() - t)
+        return statistics.median(ts)
 
     def _probe(self, fn: Any) -> bool:
         try:
@@ -192,7 +226,32 @@ class NvmlBackend:
                 pass
         r.energy_j = self.energy_j()
         r.nvml_used_bytes = self.memory_used_bytes()
+        self._read_state(r)
         return r
+
+    def state_readers(self) -> dict[str, Any]:
+        """Each GPU-state query as a zero-argument call (``benchmark/nvml_costs.py`` times them one by one)."""
+        nv, h = self._nv, self._handle
+        out = {"sm_clock_mhz": lambda: float(nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM)),
+               "mem_clock_mhz": lambda: float(nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_MEM)),
+               "temperature_c": lambda: float(nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU)),
+               "power_limit_w": lambda: nv.nvmlDeviceGetEnforcedPowerLimit(h) / 1000.0}
+        if self._reasons_fn is not None:
+            fn = self._reasons_fn
+            out["clock_reasons"] = lambda: int(fn(h))
+        return out
+
+    def _read_state(self, r: Reading) -> None:
+        """Clocks, temperature, power limit and clock-event reasons (each ``None`` when its query fails)."""
+        readers = self.state_readers()
+        for attr in self.state_queries:
+            fn = readers.get(attr)
+            if fn is None:
+                continue
+            try:
+                setattr(r, attr, fn())
+            except Exception:  # a query this GPU lacks: a gap
+                pass
 
     def memory_used_bytes(self) -> int | None:
         """Used device memory as NVML sees it (includes the CUDA context and other processes)."""
@@ -202,7 +261,7 @@ class NvmlBackend:
             return None
 
     def energy_j(self) -> float | None:
-        """The total-energy counter in J (NVML counts mJ since driver load; updates about every 100 ms)."""
+        """The total-energy counter in J (``energy_read_s``: what one read costs here, measured at start) (NVML counts mJ since driver load; updates about every 100 ms)."""
         if not self._energy_ok:
             return None
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .gpu_state import GpuStateMeasurement, measure_gpu_state
 from .memory import MemFrame
 from .metrics import NEEDS_GPM, NO_SAMPLE, OPEN_WINDOW, Metric
 from .sampler import ENERGY_COUNTER_MIN_S, Sample, around_max, counter_energy, overlap_mean
@@ -35,6 +36,8 @@ class DeviceFacts:
     power_reason: str | None
     host_reason: str | None  # why host RSS cannot be read (psutil missing)
     interval_s: float
+    state_reason: str | None = None  # why clocks / clock-event reasons cannot be read
+    energy_note: str = ""  # how stage energy is had (edges or the sampler's timeline) and why
 
 
 @dataclass
@@ -89,6 +92,7 @@ class WindowMeasurement:
     nvml_used_bytes: Metric  # max NVML used memory sampled in and around the window
     rss_peak_bytes: Metric  # max host RSS sampled in and around the window
     cpu_s: Metric  # process CPU time over the window
+    gpu_state: GpuStateMeasurement | None = None  # clocks, temperature, power limit, clock-event reasons
 
     @property
     def duration_s(self) -> float:
@@ -181,5 +185,6 @@ def measure_window(samples: list[Sample], start: float, end: float, dev: DeviceF
            else Metric.of(around_max(samples, start, end, "rss_bytes"), "B", "psutil"))
     c0, c1 = cpu_edges
     cpu = Metric.missing("s", OPEN_WINDOW) if c0 is None or c1 is None else Metric(c1 - c0, "s", "process_time")
+    state = measure_gpu_state(samples, start, end, dev.state_reason)
     return WindowMeasurement(start, end, dev.interval_s, sm, covered, extras["sm_occupancy"], extras["tensor_util"],
-                             extras["dram_util"], power, energy, how, nvml, rss, cpu)
+                             extras["dram_util"], power, energy, how, nvml, rss, cpu, state)

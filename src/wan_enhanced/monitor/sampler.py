@@ -36,6 +36,11 @@ class Sample:
     nvml_used_bytes: int | None = None
     allocated_bytes: int | None = None
     rss_bytes: int | None = None
+    sm_clock_mhz: float | None = None
+    mem_clock_mhz: float | None = None
+    temperature_c: float | None = None
+    power_limit_w: float | None = None
+    clock_reasons: int | None = None  # clock-event reasons bitmask read at t1, taken for [t0, t1]
 
 
 class Sampler:
@@ -78,7 +83,8 @@ class Sampler:
         except Exception:
             rss = None
         s = Sample(t0, t1, _finite(r.sm), _finite(r.sm_occupancy), _finite(r.tensor_util), _finite(r.dram_util),
-                   _finite(r.power_w), _finite(r.energy_j), r.nvml_used_bytes, alloc, rss)
+                   _finite(r.power_w), _finite(r.energy_j), r.nvml_used_bytes, alloc, rss, _finite(r.sm_clock_mhz),
+                   _finite(r.mem_clock_mhz), _finite(r.temperature_c), _finite(r.power_limit_w), r.clock_reasons)
         with self._lock:
             self._samples.append(s)
         self._t_prev = t1

@@ -13,6 +13,7 @@ import torch
 
 from .. import __version__
 from .catalog import match_gpu, peak_bf16_tflops
+from .device_state import read_device_state
 
 GIB = float(1 << 30)
 
@@ -90,6 +91,7 @@ def gpu_info(device: torch.device | str | None = None, catalog: dict[str, Any] |
         "catalog_key": entry["key"] if entry else None,
         "peak_bf16_tflops": peak,
         "catalog_note": None if entry else f"GPU not in catalog ({props.name}): MFU and costs unavailable",
+        "state": read_device_state(idx),
     }
 
 

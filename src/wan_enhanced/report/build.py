@@ -8,11 +8,14 @@ multi-GPU run (``merge_rank_reports``). Nothing else builds report dicts.
 
 from __future__ import annotations
 
+import statistics
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..stages import CFG_EXCHANGE, DENOISING, TOTAL, is_step, step_index
+from ..stages import CFG_EXCHANGE, DENOISING, TOTAL, WARMUP, is_step, step_index
+from .gpu_state import gpu_state_dict, run_gpu_state
 from .schema import SCHEMA, SCHEMA_VERSION, STATUSES
+from .tree import add_remainders
 from .values import Metric, metric, sig, unavailable, value_of
 from .window import GIB, activity_dicts, flops_dicts, host_dicts, join_notes, memory_dicts, power_energy_dicts
 
@@ -34,6 +37,7 @@ def stage_dict(s: StageMeasurement, run: RunMeasurement) -> dict[str, Any]:
     d.update(power_energy_dicts(w))
     d.update(flops_dicts(s.flops, s.flops_sources, dur, run.peak_tflops, run.peak_note))
     d.update(host_dicts(w))
+    d["gpu_state"] = gpu_state_dict(w)
     d["failed"] = r.failed
     d["incomplete"] = r.incomplete or r.end_s is None
     if r.error_type:
@@ -42,8 +46,11 @@ def stage_dict(s: StageMeasurement, run: RunMeasurement) -> dict[str, Any]:
 
 
 def stage_dicts(run: RunMeasurement) -> list[dict[str, Any]]:
-    """Every stage as a schema stage object, in opening order."""
-    return [stage_dict(s, run) for s in run.stages]
+    """Every stage as a schema stage object, in opening order; parents carry ``children_s`` and their
+    ``untracked_s`` remainder."""
+    out = [stage_dict(s, run) for s in run.stages]
+    add_remainders(out)
+    return out
 
 
 def timeline_dict(run: RunMeasurement, ndigits: int = 3) -> dict[str, Any]:
@@ -106,6 +113,57 @@ def _step_totals(steps: list[dict[str, Any]]) -> dict[str, Metric]:
                                  else unavailable("s", "only one step"))}
 
 
+def warm_totals(steps: list[dict[str, Any]], warmup_s: float | None, wall_s: float | None) -> dict[str, Metric]:
+    """``steady_s_per_step``, ``cold_start_s`` and ``video_s_warm``: the first call's host work taken apart.
+
+    The steady step is the median of the steps after the first (of all steps when a ``Warmup`` forward ran
+    and there is only one). The cold start is what the first call cost beyond steady work: ``Warmup`` +
+    ``Step_0`` − steady × (2 with a warm-up forward, which does a step's DiT work, else 1). The warm video
+    time is the run without that excess and without the warm-up forward: wall − (``Warmup`` + ``Step_0`` −
+    steady).
+    """
+    durs = [float(s["duration_s"]) for s in steps if isinstance(s.get("duration_s"), int | float)]
+    missing = "no Step_<i> stages" if not durs else "only one step and no Warmup stage: no steady step to compare with"
+    if len(durs) > 1:
+        steady = metric(sig(statistics.median(durs[1:]), 6), "s", "computed", f"median of steps 2..{len(durs)}")
+    elif durs and warmup_s is not None:
+        steady = metric(durs[0], "s", "timer", "the one step, after the Warmup forward")
+    else:
+        return {k: unavailable("s", missing) for k in ("steady_s_per_step", "cold_start_s", "video_s_warm")}
+    st = float(steady["value"])  # type: ignore[arg-type]
+    warm = warmup_s or 0.0
+    units = 2 if warmup_s is not None else 1
+    cold = warm + durs[0] - units * st
+    how = ("Warmup + Step_0 − 2 × steady step" if warmup_s is not None else "Step_0 − steady step")
+    out = {"steady_s_per_step": steady,
+           "cold_start_s": metric(sig(cold, 6), "s", "computed",
+                                  f"{how}: the first call's compile, kernel build and lazy set-up (host work)")}
+    if wall_s is None:
+        out["video_s_warm"] = unavailable("s", "no wall time")
+    else:
+        minus = "Warmup + Step_0 − steady step" if warmup_s is not None else "Step_0 − steady step"
+        out["video_s_warm"] = metric(
+            sig(wall_s - (warm + durs[0] - st), 6), "s", "computed",
+            f"wall − ({minus}): this job with its first step at steady speed; a fresh process on a machine with warm "
+            "compile caches still pays part of cold_start_s (tracing, guards)")
+    return out
+
+
+def _steady_rate(stages: list[dict[str, Any]], steady: Metric | None, run: RunMeasurement) -> dict[str, Metric]:
+    """TFLOP/s and MFU of one steady denoising step (a step's FLOPs ÷ ``steady_s_per_step``)."""
+    step = next((s for s in stages if is_step(str(s.get("name"))) and value_of(s.get("flops")) is not None), None)
+    sv = value_of(steady)
+    if step is None or sv is None or sv <= 0:
+        why = "no FLOPs recorded for the steps" if step is None else (steady or {}).get("reason") or "no steady step"
+        return {"steady_tflops_per_s": unavailable("TFLOP/s", why), "steady_mfu": unavailable("%", why)}
+    fm = flops_dicts(value_of(step["flops"]), {str(step["flops"].get("source"))}, sv, run.peak_tflops, run.peak_note)
+    rate = dict(fm["tflops_per_s"], reason="one step's FLOPs ÷ steady_s_per_step")
+    m = dict(fm["mfu"])
+    if m["value"] is not None:
+        m["reason"] = "one steady step; " + (m["reason"] or "")
+    return {"steady_tflops_per_s": rate, "steady_mfu": m}
+
+
 def totals_dict(run: RunMeasurement, stages: list[dict[str, Any]], steps: list[dict[str, Any]],
                 root_stage: str = TOTAL.name, denoise_stage: str = DENOISING.name) -> dict[str, Metric]:
     """The schema's ``totals``: wall time, steps, memory, SM, compute load, energy, FLOPs/MFU, host."""
@@ -119,6 +177,8 @@ def totals_dict(run: RunMeasurement, stages: list[dict[str, Any]], steps: list[d
                       else unavailable("s", f"no {denoise_stage!r} stage")),
     }
     t.update(_step_totals(steps))
+    warmup = next((s for s in stages if s.get("name") == WARMUP.name), None)
+    t.update(warm_totals(steps, warmup["duration_s"] if warmup else None, wall))
     run_mem = memory_dicts(run.run_mem, run.run.nvml_used_bytes, run.memory_reason)
     t["peak_memory_gb"] = dict(run_mem["peak_gb"], reason=run_mem["peak_gb"]["reason"] or "max allocated over the run")
     t["peak_reserved_gb"] = dict(run_mem["peak_reserved_gb"], reason=run_mem["peak_reserved_gb"]["reason"]
@@ -146,13 +206,19 @@ def totals_dict(run: RunMeasurement, stages: list[dict[str, Any]], steps: list[d
     t["flops"] = (metric(total, "FLOP", "+".join(sorted(srcs)), "all FLOPs recorded in the run")
                   if total else unavailable("FLOP", "no FLOPs recorded"))
     if den is not None and value_of(den["flops"]) is not None:
-        t["tflops_per_s"] = dict(den["tflops_per_s"], reason=f"over {denoise_stage}")
+        incl = "incl. the warm-up forward" if warmup else "incl. the first step's compile"
+        t["scope_flops"] = dict(den["flops"], reason=f"FLOPs of {denoise_stage}: the scope of tflops_per_s and mfu")
+        t["tflops_per_s"] = dict(den["tflops_per_s"],
+                                 reason=f"{denoise_stage}'s FLOPs ÷ its {den['duration_s']:.4g} s ({incl})")
+        scope = f"over {denoise_stage} ({incl})"
         t["mfu"] = dict(den["mfu"])
         if t["mfu"]["value"] is not None:
-            t["mfu"]["reason"] = f"over {denoise_stage}; " + (t["mfu"]["reason"] or "")
+            t["mfu"]["reason"] = f"{scope}; " + (t["mfu"]["reason"] or "")
     else:
         fm = flops_dicts(total, srcs, wall, run.peak_tflops, run.peak_note, "no FLOPs recorded")
+        t["scope_flops"] = dict(fm["flops"], reason="all FLOPs of the run: the scope of tflops_per_s and mfu")
         t["tflops_per_s"], t["mfu"] = fm["tflops_per_s"], fm["mfu"]
+    t.update(_steady_rate(stages, t.get("steady_s_per_step"), run))
     t.update(host_dicts(run.run))  # extra: cpu_percent, host_rss_peak_gb over the run
     return t
 
@@ -160,8 +226,9 @@ def totals_dict(run: RunMeasurement, stages: list[dict[str, Any]], steps: list[d
 def report_from(run: RunMeasurement, *, run_info: dict[str, Any], weights: dict[str, Any],
                 outputs: dict[str, Any] | None = None, status: str = "ok", error: Any = None,
                 system: dict[str, Any] | None = None, root_stage: str = TOTAL.name,
-                denoise_stage: str = DENOISING.name) -> dict[str, Any]:
-    """The report object for a run's measurements (see ``build_report``)."""
+                denoise_stage: str = DENOISING.name, journal: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The report object for a run's measurements (see ``build_report``); ``journal``: the journal's
+    ``info`` (the process, the last stage written, how many writes and their time)."""
     if status not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
     stages = stage_dicts(run)
@@ -182,12 +249,15 @@ def report_from(run: RunMeasurement, *, run_info: dict[str, Any], weights: dict[
         "weights": w,
         "monitor": {"device": run.device, "started": run.started_at, "sample_interval_s": dev.interval_s,
                     "sm_source": dev.sm_source, "sm_reason": dev.sm_reason, "sampler_errors": run.sampler_errors,
+                    "energy": dev.energy_note or None,
                     "memory_unit": "GiB (2^30 bytes)"},
         "stages": stages,
         "steps": steps,
         "totals": totals_dict(run, stages, steps, root_stage, denoise_stage),
+        "gpu_state": run_gpu_state(stages, gpu_state_dict(run.run)),
         "timeline": timeline_dict(run),
         "outputs": out,
+        "journal": journal,
     }
 
 
@@ -205,7 +275,7 @@ class MeasuredMonitor(Protocol):
 def build_report(monitor: MeasuredMonitor, *, run: dict[str, Any], weights: dict[str, Any],
                  outputs: dict[str, Any] | None = None, status: str = "ok", error: Any = None,
                  system: dict[str, Any] | None = None, root_stage: str = TOTAL.name,
-                 denoise_stage: str = DENOISING.name) -> dict[str, Any]:
+                 denoise_stage: str = DENOISING.name, journal: dict[str, Any] | None = None) -> dict[str, Any]:
     """The report object for a run. Stops the monitor first (closing open stages as incomplete).
 
     ``error`` may be an exception (its type, first message line and the monitor's failed stage are
@@ -220,7 +290,8 @@ def build_report(monitor: MeasuredMonitor, *, run: dict[str, Any], weights: dict
         system = collect_system_info(monitor.device)
     monitor.stop()
     return report_from(monitor.measure(), run_info=run, weights=weights, outputs=outputs, status=status,
-                       error=error, system=system, root_stage=root_stage, denoise_stage=denoise_stage)
+                       error=error, system=system, root_stage=root_stage, denoise_stage=denoise_stage,
+                       journal=journal)
 
 
 # ------------------------------------------------------------------ multi-GPU: the ranks' reports

@@ -10,17 +10,17 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_output
 from ..errors import ReportError
 from .validate import check_structure
 from .values import Metric, metric, unavailable, value_of
 
 SCHEMA = "wan-enhanced/report"
 SCHEMA_VERSION = 1
-STATUSES = ("ok", "failed", "oom")
+STATUSES = ("ok", "failed", "oom", "incomplete")  # incomplete: a journal snapshot of a run not (yet) finished
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "STATUSES", "gpus_used", "load_report", "metric", "peak_memory",
            "peak_memory_gb", "unavailable", "write_json_atomic", "write_report"]
@@ -37,20 +37,6 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
-def _umask() -> int:
-    """The process umask: from /proc on Linux (no change to process state), else set-and-restore."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, indent: int = 1) -> Path:
     """Write ``obj`` as JSON atomically (temp file in the same folder + ``os.replace``).
 
@@ -62,23 +48,13 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, indent: int = 1
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` (UTF-8) atomically: temp file in the same folder, fsync, ``os.replace``."""
+    """Write ``text`` (UTF-8) atomically: temporary file beside ``path``, fsync, rename (``atomic.atomic_output``)."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600
+    with atomic_output(p) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     return p
 
 

@@ -11,8 +11,11 @@ from collections import Counter
 from typing import Any
 
 from ..errors import ReportError
-from ..stages import is_step
+from ..stages import UNTRACKED, is_step
+from .gpu_state import held_back_text
+from .journal_status import journal_state
 from .schema import gpus_used, load_report
+from .tree import rows_with_remainders
 from .values import fmt_num, value_of
 
 NA = "n/a"
@@ -43,7 +46,17 @@ def _human_energy(v: float | None) -> str:
     return f"{fmt_num(v, 1)} J"
 
 
+def _remainder_row(row: dict[str, Any], name_w: int) -> str:
+    name = "  " * int(row.get("depth") or 0) + str(row["name"])
+    dur = row.get("duration_s")
+    dash = f"{'—':>6}"
+    return (f"{name:<{name_w}} | {_f(dur if isinstance(dur, int | float) else None, 8)} | {dash} | {'—':>8} | "
+            f"{'—':>9} | {'—':>9} | {'—':>9} | {'—':>9} | {row.get('comment') or ''}")
+
+
 def _row(stage: dict[str, Any], name_w: int) -> str:
+    if stage.get("remainder"):
+        return _remainder_row(stage, name_w)
     mem = stage.get("memory") or {}
     ms, me, mp = value_of(mem.get("start_gb")), value_of(mem.get("end_gb")), value_of(mem.get("peak_gb"))
     delta = round(me - ms, 4) if ms is not None and me is not None else None  # values are GiB to 4 decimals
@@ -53,6 +66,9 @@ def _row(stage: dict[str, Any], name_w: int) -> str:
     name = "  " * int(stage.get("depth") or 0) + str(stage.get("name", "?"))
     comment = str(stage.get("comment") or "")
     flags = [x for x in ("failed", "incomplete") if stage.get(x)]
+    held = held_back_text(stage)
+    if held:
+        flags.append(held)
     if flags:
         comment = (comment + " " if comment else "") + "[" + ", ".join(flags) + "]"
     dur = stage.get("duration_s")
@@ -89,7 +105,7 @@ def _collapse(stages: list[dict[str, Any]], limit: int) -> list[dict[str, Any] |
 
 def format_table(report: dict[str, Any], collapse_over: int = COLLAPSE_STEPS_OVER) -> str:
     """The "[Execution Trace Analysis]" table alone."""
-    stages = list(report.get("stages") or [])
+    stages = rows_with_remainders(list(report.get("stages") or []))
     name_w = max([25] + [2 * int(s.get("depth") or 0) + len(str(s.get("name", ""))) for s in stages])
     header = (f"{'Stage Name':<{name_w}} | Time (s) | {'SM %':>6} | {'Load':>8} | {'Mem Start':>9} | "
               f"{'Mem End':>9} | {'Peak Mem':>9} | {'Mem Δ':>9} | Comment")
@@ -100,8 +116,9 @@ def format_table(report: dict[str, Any], collapse_over: int = COLLAPSE_STEPS_OVE
         lines.append((r if isinstance(r, str) else _row(r, name_w)).rstrip())
     lines.append(rule)
     on_gpu = str((report.get("monitor") or {}).get("device", "")).startswith("cuda")
-    notes = [f"Time = {'CUDA-synchronized ' if on_gpu else ''}wall time. Load = compute load = Time × SM % "
-             "(%·s). Memory in GiB (torch allocated); Mem Δ = end − start."]
+    notes = [f"Time = {'CUDA-synchronized ' if on_gpu else ''}wall time; each parent = its children + "
+             f"{UNTRACKED} (its time outside them). Load = compute load = Time × SM % (%·s). Memory in GiB (torch "
+             "allocated); Mem Δ = end − start."]
     if any(s.get("short_window") and value_of(s.get("sm")) is not None for s in stages):
         interval = (report.get("timeline") or {}).get("interval_s")
         win = f"{interval:g} s " if isinstance(interval, int | float) else ""
@@ -136,10 +153,23 @@ def error_text(err: dict[str, Any] | None) -> str:
     return f"{typ}: {msg}" if msg else typ
 
 
+def with_reason_of(t: dict[str, Any], key: str, unit: str, digits: int = 2) -> str:
+    """``t[key]`` as text with its reason in brackets."""
+    m = t.get(key) or {}
+    txt = _mtxt(m, digits, unit)
+    return txt + (f" ({m['reason']})" if value_of(m) is not None and m.get("reason") else "")
+
+
 def format_summary(report: dict[str, Any]) -> str:
     """The "[Summary]" block: totals, steps, memory, FLOPs/MFU, energy, weights, system."""
     t = report.get("totals") or {}
-    lines = ["[Summary]", _line("Status", str(report.get("status", "?")))]
+    status = str(report.get("status", "?"))
+    alive = journal_state(report)
+    if alive is not None:
+        j = report.get("journal") or {}
+        status += (f" (journal: written after stage {j.get('last_stage')} by pid {j.get('pid')} on {j.get('host')}; "
+                   f"that process is {alive})")
+    lines = ["[Summary]", _line("Status", status)]
     err = report.get("error")
     if isinstance(err, dict):
         lines.append(_line("Error", f"{error_text(err)} (stage {err.get('stage') or NA})"))
@@ -160,11 +190,13 @@ def format_summary(report: dict[str, Any]) -> str:
         if rest:
             txt += f" (first/rest = {fmt_num(first / rest, 2)}×)"
         lines.append(_line("Steps", txt))
+    if value_of(t.get("steady_s_per_step")) is not None:
+        lines.append(_line("Steady step", with_reason_of(t, "steady_s_per_step", "s", 4)))
+        lines.append(_line("Cold start", with_reason_of(t, "cold_start_s", "s", 3)))
+        lines.append(_line("Video, warm", with_reason_of(t, "video_s_warm", "s", 2)))
 
     def with_reason(key: str, unit: str, digits: int = 2) -> str:
-        m = t.get(key) or {}
-        txt = _mtxt(m, digits, unit)
-        return txt + (f" ({m['reason']})" if value_of(m) is not None and m.get("reason") else "")
+        return with_reason_of(t, key, unit, digits)
 
     lines.append(_line("Peak allocated", with_reason("peak_memory_gb", "GiB")))
     if "peak_reserved_gb" in t:
@@ -178,12 +210,21 @@ def format_summary(report: dict[str, Any]) -> str:
     lines.append(_line("Mean SM activity", sm_txt))
     lines.append(_line("Compute load", _mtxt(t.get("compute_load"), 1, "%·s")))
     fl = t.get("flops") or {}
-    txt = _human_flops(value_of(fl)) + (f" ({fl.get('source')})" if value_of(fl) is not None else "")
+    txt = _human_flops(value_of(fl)) + (f" ({fl.get('source')}; whole run)" if value_of(fl) is not None else "")
     lines.append(_line("FLOPs", txt))
+    sc = t.get("scope_flops")
+    if isinstance(sc, dict) and value_of(sc) is not None:
+        lines.append(_line("FLOPs in scope", f"{_human_flops(value_of(sc))} ({sc.get('reason')})"))
     lines.append(_line("Throughput", _mtxt(t.get("tflops_per_s"), 1, "TFLOP/s")
                        + (f" ({t['tflops_per_s']['reason']})" if value_of(t.get("tflops_per_s")) is not None
                           and t["tflops_per_s"].get("reason") else "")))
     lines.append(_line("MFU", with_reason("mfu", "%")))
+    if value_of(t.get("steady_tflops_per_s")) is not None:
+        lines.append(_line("Steady step rate", f"{_mtxt(t['steady_tflops_per_s'], 1, 'TFLOP/s')}, MFU "
+                           f"{_mtxt(t.get('steady_mfu'), 2, '%')} (one step's FLOPs ÷ steady_s_per_step)"))
+    held = (report.get("gpu_state") or {}) if isinstance(report.get("gpu_state"), dict) else {}
+    if held.get("verdict"):
+        lines.append(_line("GPU held back", str(held["verdict"])))
     e = t.get("energy_j") or {}
     lines.append(_line("Energy", f"{_human_energy(value_of(e))} ({e.get('source')})" if value_of(e) is not None else _mtxt(e)))
     rss, cpu = t.get("host_rss_peak_gb"), t.get("cpu_percent")
