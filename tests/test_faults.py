@@ -756,11 +756,11 @@ import shutil
 from pathlib import Path
 import wan_enhanced.pipeline as p
 _save = p.TI2VPipeline.save
-def save(self, frames, path):
+def save(self, frames, path, *rest):
     folder = Path(path).parent
     shutil.rmtree(folder)  # the output directory goes away during the run, and a file takes its name
     folder.write_text("not a directory")
-    return _save(self, frames, path)
+    return _save(self, frames, path, *rest)
 p.TI2VPipeline.save = save
 """
 

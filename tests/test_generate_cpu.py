@@ -142,9 +142,9 @@ def test_text_encoder_and_dit_are_freed_before_decode(tiny_cfg, monkeypatch, com
         refs["dit"] = [weakref.ref(p) for p in pipe.dit.parameters()]  # the blocks are compiled
         return out
 
-    def check_decode(latents):
+    def check_decode(latents, **kw):
         alive.update({k: sum(r() is not None for r in rs) for k, rs in refs.items()})
-        return decode(latents)
+        return decode(latents, **kw)
 
     monkeypatch.setattr(pipe, "load_text_encoder", watch_t5)
     monkeypatch.setattr(pipe, "load_dit", watch_dit)

@@ -57,6 +57,9 @@ def test_a_scripted_power_cap_interval_is_flagged_with_its_reason_and_share():
     assert [h["stage"] for h in gs["held_back_stages"]] == ["Step_*"]  # the steps are taken together
     assert gs["held_back_stages"][0]["share"] == pytest.approx(0.25, abs=0.03)
     assert gs["verdict"].startswith("held back in Step_* (25 % of its time: software power cap 25 %)"), gs["verdict"]
+    tl = report["timeline"]  # the state at every read, for charts
+    assert tl["clock_reasons"][-1] == 0 and SW_POWER_CAP in tl["clock_reasons"] and tl["sm_clock_mhz"][-1] == 1500.0
+    assert len(tl["temperature_c"]) == len(tl["t_s"]) and tl["power_limit_w"][-1] == 700.0
     text = format_report(report)
     assert "held back 50 %: software power cap 50 %" in text  # the stage's row says it
     assert "GPU held back     : held back in Step_*" in text

@@ -25,9 +25,9 @@ SLOW_DECODE = '''
 import time
 import wan_enhanced.pipeline as p
 _decode = p.TI2VPipeline.decode
-def decode(self, latents):
+def decode(self, latents, **kw):
     time.sleep(60)
-    return _decode(self, latents)
+    return _decode(self, latents, **kw)
 p.TI2VPipeline.decode = decode
 '''
 

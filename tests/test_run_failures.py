@@ -28,7 +28,7 @@ def _error_lines(proc: subprocess.CompletedProcess) -> list[str]:
 
 
 def test_decode_failure_keeps_report_stage_and_latents(tiny_cfg, tmp_path, monkeypatch):
-    def broken_decode(self, latents):
+    def broken_decode(self, latents, **kw):
         with self.stage("VAE_Decoding", "VAE decode"):
             raise RuntimeError("decoder exploded")
 

@@ -68,6 +68,8 @@ def test_every_recorded_stage_is_known_with_its_bound_and_parent(run, request):
         assert s.get("parent") == kind.parent, s["name"]
         if kind is stages.VAE_DECODING:  # the pipeline adds the VAE dtype
             assert s["comment"].startswith(f"{kind.comment} ("), s["comment"]
+        elif kind is stages.SAVE_VIDEO:  # overlapped with decoding, it says so
+            assert s["comment"].startswith(f"{kind.comment}: the rest of the H.264 encoding"), s["comment"]
         elif kind is not stages.DENOISING:  # its comment is the run's step count and CFG
             assert s["comment"] == kind.comment, s["name"]
 

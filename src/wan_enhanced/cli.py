@@ -1,4 +1,4 @@
-"""Command line: ``wan-enhanced generate | report | bench | compare`` (official Wan2.2 flag names).
+"""Command line: ``wan-enhanced generate | report | bench | compare | warmup`` (official Wan2.2 flag names).
 
 One argparse parser with a subcommand each; every user error (a ``UserError``, bad flags included)
 goes through one boundary (:func:`wan_enhanced.argparse_util.guarded`): one ``error: …`` line on
@@ -30,7 +30,11 @@ COMMANDS = {
     "report": "print the text analysis of a JSON report",
     "bench": "run the benchmark suite and write benchmark_report.md",
     "compare": "the standard job across GPUs: time, fit and cost",
+    "warmup": "compile once, save artifacts that later runs load",
 }
+WARMUP_DESCRIPTION = ("Run the job's first steps once (2 steps, no video) so that its compiled kernels land in the "
+                      "cache directory, then save torch's portable compile artifacts there under this machine's and "
+                      "these flags' key; a later run with the same key loads them before anything compiles.")
 GENERATE_DESCRIPTION = "Wan2.2 TI2V-5B text/image → video"
 REPORT_DESCRIPTION = "Print the text analysis of a wan-enhanced JSON report"
 
@@ -75,6 +79,7 @@ def build_parser(prog: str = PROG) -> OneLineParser:
     g = sub.add_parser("generate", help=COMMANDS["generate"], description=GENERATE_DESCRIPTION)
     add_generate_args(g)
     _add_report_args(sub.add_parser("report", help=COMMANDS["report"], description=REPORT_DESCRIPTION))
+    add_generate_args(sub.add_parser("warmup", help=COMMANDS["warmup"], description=WARMUP_DESCRIPTION))
     for name, make in (("bench", bench_parser), ("compare", compare_parser)):
         own = make()
         sub.add_parser(name, parents=[own], add_help=False, help=COMMANDS[name], description=own.description)
@@ -106,6 +111,39 @@ def _generate(ns: argparse.Namespace) -> int:
     return outcome.exit_code
 
 
+def _warmup(ns: argparse.Namespace) -> int:
+    """``wan-enhanced warmup``: a 2-step run without outputs, then the compile artifacts saved under its key."""
+    import dataclasses
+    from pathlib import Path
+
+    import torch
+
+    from .compile_cache import cache_key, default_cache_dir, save_artifacts
+    from .config import validate
+    from .run import run_generation
+
+    logging.basicConfig(level=logging.INFO, format="[wan-enhanced] %(message)s")
+    cfg = validate(dataclasses.replace(config_from_args(ns), sample_steps=2, save_file=None, save_latents=None))
+    outcome = run_generation(cfg, progress=not ns.quiet)
+    if outcome.status != "ok" or outcome.report is None:
+        return outcome.exit_code or 1
+    run = outcome.report["run"]
+    fast = run.get("fast_path") or {}
+    if fast.get("compile") == "none":
+        print("warmup: nothing to save: this run compiles nothing (--compile none, or a CPU run)", file=sys.stderr)
+        return 0
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+    key = cache_key(torch.device(cfg.device), {**run, **fast})
+    path = save_artifacts(cache_dir, key)
+    if path is None:
+        print("warmup: torch produced no compile artifacts to save", file=sys.stderr)
+        return 1
+    print(f"warmup: compile artifacts for {key.get('gpu') or 'this CPU'} ({run.get('task')} {run.get('size')}, "
+          f"{run.get('frame_num')} frames, {fast.get('attention_backend')}) in {path} "
+          f"({path.stat().st_size / 2**20:.1f} MiB)", file=sys.stderr)
+    return 0
+
+
 def _report(ns: argparse.Namespace) -> int:
     from .report.schema import load_report
     from .report.text import format_report
@@ -135,6 +173,8 @@ def _dispatch(argv: list[str]) -> int:
         return _generate(ns)
     if ns.command == "report":
         return _report(ns)
+    if ns.command == "warmup":
+        return _warmup(ns)
     if ns.command == "bench":
         from .bench.runner import run_bench
 

@@ -72,6 +72,8 @@ class RunConfig:
     vae_dtype: str = _default("vae_dtype")
     compile: str = _default("compile")
     warmup: bool = _default("warmup")
+    cache_dir: str | None = _default("cache_dir")
+    encode_overlap: bool = _default("encode_overlap")
     attention_backend: str = _default("attention_backend")
     vae_layout: str = _default("vae_layout")
     # Filled by validation:

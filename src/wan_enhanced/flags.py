@@ -170,6 +170,21 @@ def _output_path(flag: str, suffix: str | None) -> Validator:
     return check
 
 
+def _cache_dir(value: str, p: ModelPreset) -> None:
+    """The compile cache folder must accept files (it is created when missing)."""
+    from .writable import nearest_existing, os_reason, probe_directory
+
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--cache_dir: {value!r} is not a directory")
+    target = path if path.is_dir() else nearest_existing(path)
+    try:
+        probe_directory(target, "file" if path.is_dir() else "folder")
+    except OSError as exc:
+        raise ConfigError(f"--cache_dir: {value!r} cannot be used ({target} refuses new files: {os_reason(exc)})"
+                          ) from None
+
+
 # --- the table ---------------------------------------------------------------------------------------------
 
 GENERATE_FLAGS: tuple[Flag, ...] = (
@@ -235,6 +250,14 @@ GENERATE_FLAGS: tuple[Flag, ...] = (
          f"one of {', '.join(COMPILE_MODES)} (auto: regional torch.compile of the DiT blocks on GPU)",
          "`auto` = regional `torch.compile` of the DiT blocks on GPU (first step pays the compile); `none`, "
          "`blocks`", default="auto", choices=COMPILE_MODES),
+    Flag("encode_overlap", "bool", "True/False: encode the mp4 while the VAE decodes (default True)",
+         "hand each decoded chunk's frames to the H.264 encoder as the VAE produces them, so `Save_Video` overlaps "
+         "`VAE_Decoding` (same frames, same file); `False` encodes after decoding", default=True),
+    Flag("cache_dir", "str", "compile caches and artifacts (default $WAN_ENHANCED_CACHE_DIR or ~/.cache/wan-enhanced)",
+         "where inductor's and Triton's caches and `wan-enhanced warmup`'s portable compile artifacts live (default "
+         "`$WAN_ENHANCED_CACHE_DIR`, else `~/.cache/wan-enhanced`); a run loads the artifacts made for its GPU, "
+         "packages and settings, and says why when they do not match", readme_default="see text",
+         validator=_cache_dir),
     Flag("warmup", "switch", "one untimed warm-up forward before Step_0 (its own Warmup stage)",
          "run the first step's DiT forwards once before `Step_0`, as its own `Warmup` stage (MLPerf-style): compile "
          "and kernel build leave the timed steps; the report's `cold_start_s` and `video_s_warm` say what they cost",

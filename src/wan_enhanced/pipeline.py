@@ -39,7 +39,7 @@ from .fastpath import FastPath
 from .models.loading import LoadResult, ModelLoader
 from .parallel import ParallelContext, apply_ulysses
 from .residency import Residency
-from .video import save_mp4
+from .video import Mp4Stream, save_mp4
 
 log = logging.getLogger("wan_enhanced")
 #: how much of a long prompt is tokenized to count its tokens (UMT5 reads 512: far fewer characters suffice)
@@ -397,25 +397,47 @@ class TI2VPipeline:
         return noise
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> np.ndarray:
+    def decode(self, latents: torch.Tensor, on_frames: Any = None) -> np.ndarray:
         """Latents → frames (F, H, W, 3) uint8 on the CPU.
 
         The [-1, 1] → uint8 conversion (diffusers' denormalisation, then ×255 and rounding, as the mp4
         writer would do) runs on the compute device, so a quarter of the bytes cross to the host.
+        ``on_frames(frames)``: called with each chunk's uint8 frames as the Wan VAE decodes them causally, one
+        latent frame at a time (a forward hook on its decoder; the same elementwise conversion per chunk, so the
+        frames are those of the whole video) — the mp4 encoder overlaps the decoding. Not with tiled decoding.
         """
         comment = stages.vae_decoding_comment(self.cfg.vae_dtype, self.residency.offload)
         with self.stage(stages.VAE_DECODING, comment), self.residency.on_device(self.vae) as vae:
             mean, inv_std = latent_stats(vae, self.device, self.vae_dtype)
             z = latents.to(self.device, self.vae_dtype) / inv_std + mean
-            video = vae.decode(self.fast.vae_input(z), return_dict=False)[0]
-            frames = to_uint8_frames(video)
+            chunks: list[np.ndarray] = []
+            handle = None
+            if on_frames is not None and not getattr(vae, "use_tiling", False):
+                from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
+
+                patch = vae.config.patch_size
+
+                def chunk_done(module: Any, args: Any, out: torch.Tensor) -> None:
+                    x = unpatchify(out, patch_size=patch) if patch is not None else out
+                    chunks.append(to_uint8_frames(torch.clamp(x, min=-1.0, max=1.0)))
+                    on_frames(chunks[-1])
+
+                handle = vae.decoder.register_forward_hook(chunk_done)
+            try:
+                video = vae.decode(self.fast.vae_input(z), return_dict=False)[0]
+            finally:
+                if handle is not None:
+                    handle.remove()
+            frames = np.concatenate(chunks) if handle is not None else to_uint8_frames(video)
         self.result.frames = frames
         return frames
 
-    def save(self, frames: np.ndarray, path: str) -> str:
-        """Write the mp4 at the preset's fps."""
-        with self.stage(stages.SAVE_VIDEO):
-            out = str(save_mp4(frames, path, fps=self.preset.fps))
+    def save(self, frames: np.ndarray, path: str, stream: Mp4Stream | None = None) -> str:
+        """Write the mp4 at the preset's fps; with ``stream`` (fed during decoding) finish that one instead."""
+        comment = (f"{stages.SAVE_VIDEO.comment}: the rest of the H.264 encoding, which ran during VAE_Decoding "
+                   f"({stream.frames_written} of {len(frames)} frames done when decoding ended)") if stream else None
+        with self.stage(stages.SAVE_VIDEO, comment):
+            out = str(stream.finish() if stream is not None else save_mp4(frames, path, fps=self.preset.fps))
         self.result.video_path = out
         return out
 
@@ -467,7 +489,18 @@ class TI2VPipeline:
             return self.result  # rank 0 decodes and writes; the latents are identical on every rank
         if cfg.save_latents:  # before decoding: a failure there loses nothing computed
             self.save_latents(self.result.latents, cfg.save_latents)  # type: ignore[arg-type]
-        frames = self.decode(latents)
+        stream = None
+        if cfg.save_file and cfg.encode_overlap:
+            try:
+                stream = Mp4Stream(cfg.save_file, fps=self.preset.fps)
+            except OSError as exc:  # the folder refuses the file: Save_Video says why, after decoding
+                log.debug("no overlapped encoding: %s", exc)
+        try:
+            frames = self.decode(latents, on_frames=stream.put if stream is not None else None)
+        except BaseException:
+            if stream is not None:
+                stream.abort()
+            raise
         if cfg.save_file:
-            self.save(frames, cfg.save_file)
+            self.save(frames, cfg.save_file, stream)
         return self.result

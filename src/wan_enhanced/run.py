@@ -18,12 +18,13 @@ from typing import Any
 
 import torch
 
+from .compile_cache import CacheState
 from .config import RunConfig
 from .errors import UserError
 from .parallel import ParallelContext, init_parallel, shutdown
 from .pipeline import GenerationResult, TI2VPipeline
 from .residency import apply_memory_budget
-from .stages import TOTAL
+from .stages import LOAD_COMPILE_CACHE, TOTAL
 
 log = logging.getLogger("wan_enhanced")
 
@@ -131,9 +132,13 @@ def run_generation(cfg: RunConfig, *, progress: bool = True, sample_interval_s: 
 
         journal = Journal(cfg.report_file, snapshot)
         monitor.on_stage_end.append(journal.on_stage_end)
+    cache = prepare_cache(cfg, device, pipe)
     monitor.start()
     try:
         with monitor.stage(TOTAL.name, TOTAL.comment):
+            if cache.artifacts == "pending":  # before anything compiles; its own stage: every second counted
+                with monitor.stage(LOAD_COMPILE_CACHE.name, LOAD_COMPILE_CACHE.comment):
+                    load_cache(cache, cfg, device, pipe)
             pipe.generate()
     except BaseException as exc:  # noqa: BLE001 - recorded in the report; re-raised only if interrupted
         failure = exc
@@ -149,6 +154,7 @@ def run_generation(cfg: RunConfig, *, progress: bool = True, sample_interval_s: 
             _keep_latents(pipe, cfg, error)
         message = error["message"]
     _note_other_processes(system, device)
+    pipe.compile_cache = cache
     report = build_report(monitor, run=_run_info(cfg, pipe, budget), weights=_weights(cfg, pipe),
                           outputs=_outputs(pipe), status=status, error=error, system=system,
                           journal=journal.info(final=True) if journal else None)
@@ -175,6 +181,40 @@ def run_generation(cfg: RunConfig, *, progress: bool = True, sample_interval_s: 
     if failure is not None:  # one line; Ctrl-C included (exit 130, no traceback)
         print(f"error: stage {error['stage']}: {message}", file=sys.stderr)
     return RunOutcome(pipe.result, report, status, code, message)
+
+
+def cache_settings(cfg: RunConfig, pipe: TI2VPipeline) -> dict[str, Any]:
+    """The settings that shape the compiled graphs, as resolved for this run (the artifacts' key)."""
+    return {**cfg.to_dict(), "compile": pipe.fast.compile, "attention_backend": pipe.fast.attention_backend,
+            "vae_layout": pipe.fast.vae_layout}
+
+
+def prepare_cache(cfg: RunConfig, device: torch.device, pipe: TI2VPipeline) -> CacheState:
+    """Point the compilers at the project cache directory; say whether artifacts are to be loaded (``pending``)."""
+    from .compile_cache import default_cache_dir, use_cache_dir
+
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+    if pipe.fast.compile == "none":  # nothing compiles: the compilers' caches are left alone
+        return CacheState(str(cache_dir), {}, "not needed", "this run compiles nothing (--compile none, or a CPU run)")
+    try:
+        env = use_cache_dir(cache_dir)
+    except OSError as exc:
+        return CacheState(str(cache_dir), {}, "failed", f"cache directory unusable: {exc}")
+    return CacheState(str(cache_dir), env, "pending")
+
+
+def load_cache(cache: CacheState, cfg: RunConfig, device: torch.device, pipe: TI2VPipeline) -> None:
+    """Load the artifacts made for this run's key (``Load_Compile_Cache``); a mismatch is logged and recorded."""
+    import time
+
+    from .compile_cache import cache_key, key_id, load_artifacts
+
+    key = cache_key(device, cache_settings(cfg, pipe))
+    t0 = time.perf_counter()
+    cache.artifacts, cache.reason = load_artifacts(Path(cache.dir), key)
+    cache.seconds, cache.key_id = round(time.perf_counter() - t0, 4), key_id(key)
+    if cache.artifacts in ("mismatch", "failed"):
+        log.warning("compile cache: %s", cache.reason)
 
 
 def _outputs(pipe: TI2VPipeline) -> dict[str, Any]:
@@ -210,6 +250,9 @@ def _run_info(cfg: RunConfig, pipe: TI2VPipeline, budget: Any) -> dict[str, Any]
             run[f"{key}_chars"] = len(text)
             run[f"{key}_sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
     run["notes"] = list(pipe.result.notes)
+    cache = getattr(pipe, "compile_cache", None)
+    if cache is not None:
+        run["compile_cache"] = cache.to_dict()
     run["residency"] = pipe.residency.policy
     run["fast_path"] = pipe.fast.to_dict()  # the levers actually in force ('auto' resolved for this device)
     run["memory_budget"] = budget

@@ -69,6 +69,7 @@ DENOISING = StageKind("Denoising", CONTAINER, "denoising loop", "Total")
 STEP = StageKind("Step_{i}", DIT_COMPUTE, "Compute Heavy", "Denoising")
 WARMUP = StageKind("Warmup", HOST_COMPILE, "untimed warm-up forward (--warmup): compile and kernel build",
                    "Denoising")
+LOAD_COMPILE_CACHE = StageKind("Load_Compile_Cache", HOST_LOAD, "compile artifacts (wan-enhanced warmup)", "Total")
 FREE_TEXT_ENCODER = StageKind("Free_Text_Encoder", HOST_FREE, "release the T5 (gc + cache)", "Total")
 FREE_DIT = StageKind("Free_DiT", HOST_FREE, "release the DiT (gc + cache)", "Total")
 SAVE_LATENTS = StageKind("Save_Latents", HOST_IO, "I/O (denoised latents)", "Total")
@@ -83,7 +84,7 @@ OFFLOAD = StageKind("Offload", TRANSFER, "host↔device weight copies")
 PIPELINE_ORDER = (LOAD_TEXT_ENCODER, TEXT_ENCODING, FREE_TEXT_ENCODER, LOAD_VAE, IMAGE_ENCODING, LOAD_DIT, DENOISING,
                   FREE_DIT, SAVE_LATENTS, VAE_DECODING, SAVE_VIDEO)
 
-_FIXED = {k.name: k for k in (TOTAL, LOAD_TEXT_ENCODER, TEXT_ENCODING, FREE_TEXT_ENCODER, LOAD_VAE, IMAGE_ENCODING,
+_FIXED = {k.name: k for k in (TOTAL, LOAD_COMPILE_CACHE, LOAD_TEXT_ENCODER, TEXT_ENCODING, FREE_TEXT_ENCODER, LOAD_VAE, IMAGE_ENCODING,
                               LOAD_DIT, DENOISING, WARMUP, FREE_DIT, CFG_EXCHANGE, VAE_DECODING, SAVE_VIDEO,
                               SAVE_LATENTS, OFFLOAD)}
 _STEP_RE = re.compile(r"^Step_(\d+)$")

@@ -89,31 +89,94 @@ def _failure(final: Path, tmp: Path, errors: list[str], exc: BaseException | Non
     return _error(final, "ffmpeg wrote nothing")
 
 
-def _encode(frames: np.ndarray, tmp: Path, final: Path, fps: int, log: Path) -> None:
-    """ffmpeg writes ``frames`` to ``tmp``; ``VideoWriteError`` when it fails, with or without raising.
+class Mp4Stream:
+    """An mp4 written while its frames arrive: :meth:`put` hands frames to a thread that feeds ffmpeg.
 
-    The writer is closed on every path (imageio leaves it open when the block fails), so ffmpeg has
-    exited — and holds no file — before the temporary file is judged or removed.
+    So the H.264 encoding overlaps whatever produces the frames (the VAE decoding them chunk by chunk); the
+    file is the same as :func:`save_mp4` of all frames at once — same frames, same order, same encoder
+    settings. :meth:`finish` waits for the encoder, checks its result and renames the hidden temporary
+    file onto ``path``; :meth:`abort` (or any failure) removes it. ``VideoWriteError`` (one line) on failure.
     """
-    import imageio.v2 as imageio
 
-    with _ffmpeg_report(log):
+    def __init__(self, path: str | Path, fps: int = 24) -> None:
+        import queue
+        import threading
+
+        self.final = Path(path)
+        self.fps = fps
+        self.frames_written = 0
+        self._stack = contextlib.ExitStack()
         try:
-            writer = imageio.get_writer(tmp, fps=fps, codec="libx264", quality=8, macro_block_size=1,
-                                        ffmpeg_log_level="quiet")
-            try:
-                for frame in frames:
-                    writer.append_data(frame)
-            except BaseException:
+            self._log_dir = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="wan-ffmpeg-")))
+            self.tmp = self._stack.enter_context(atomic_output(self.final))
+            self._stack.enter_context(_ffmpeg_report(self._log_dir / "ffmpeg.log"))
+        except OSError as exc:
+            self._stack.close()
+            raise _error(self.final, os_reason(exc), exc) from None
+        except BaseException:
+            self._stack.close()
+            raise
+        self._queue: queue.Queue[np.ndarray | None] = queue.Queue()
+        self._error: BaseException | None = None
+        self._writer: object | None = None
+        self._thread = threading.Thread(target=self._run, name="wan-mp4-encoder", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import imageio.v2 as imageio
+
+        try:
+            self._writer = imageio.get_writer(self.tmp, fps=self.fps, codec="libx264", quality=8,
+                                              macro_block_size=1, ffmpeg_log_level="quiet")
+            while (chunk := self._queue.get()) is not None:
+                for frame in chunk:
+                    self._writer.append_data(frame)  # type: ignore[attr-defined]
+                    self.frames_written += 1
+        except BaseException as exc:  # noqa: BLE001 - raised by finish(), in the caller's thread
+            self._error = exc
+            while self._queue.get() is not None:  # drain: put() never blocks on a dead encoder
+                pass
+        finally:
+            if self._writer is not None:
                 with contextlib.suppress(Exception):
-                    writer.close()
-                raise
-            writer.close()
-        except Exception as exc:  # noqa: BLE001 - every writer failure becomes one line
-            raise _failure(final, tmp, ffmpeg_errors(log), exc) from None
-    errors = ffmpeg_errors(log)
-    if errors or not tmp.is_file() or tmp.stat().st_size == 0:  # ffmpeg can fail without raising
-        raise _failure(final, tmp, errors, None)
+                    self._writer.close()  # type: ignore[attr-defined]  # ffmpeg exits: no file held open
+
+    def put(self, frames: np.ndarray) -> None:
+        """Queue frames (F, H, W, 3) uint8 for the encoder (returns at once)."""
+        self._queue.put(frames if frames.dtype == np.uint8 else
+                        (np.clip(frames, 0.0, 1.0) * 255.0).round().astype(np.uint8))
+
+    def _join(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def finish(self) -> Path:
+        """Wait for the encoder, then make the file whole at ``path``; returns the path."""
+        try:
+            self._join()
+            errors = ffmpeg_errors(self._log_dir / "ffmpeg.log")
+            if self._error is not None and not isinstance(self._error, Exception):
+                raise self._error  # an interrupt stays an interrupt
+            if self._error is not None:
+                raise _failure(self.final, self.tmp, errors, self._error)
+            if errors or not self.tmp.is_file() or self.tmp.stat().st_size == 0:  # ffmpeg can fail silently
+                raise _failure(self.final, self.tmp, errors, None)
+        except BaseException as exc:
+            self._stack.__exit__(type(exc), exc, exc.__traceback__)  # removes the temporary file
+            raise
+        try:
+            self._stack.close()  # the rename onto ``path``
+        except OSError as exc:
+            raise _error(self.final, os_reason(exc), exc) from None
+        return self.final
+
+    def abort(self) -> None:
+        """Stop the encoder and remove the temporary file (nothing is left at ``path``)."""
+        self._join()
+        err = RuntimeError("aborted")
+        with contextlib.suppress(Exception):
+            self._stack.__exit__(RuntimeError, err, None)
 
 
 def save_mp4(frames: np.ndarray, path: str | Path, fps: int = 24) -> Path:
@@ -125,13 +188,10 @@ def save_mp4(frames: np.ndarray, path: str | Path, fps: int = 24) -> Path:
     """
     if frames.dtype != np.uint8:
         frames = (np.clip(frames, 0.0, 1.0) * 255.0).round().astype(np.uint8)
-    final = Path(path)
-    with tempfile.TemporaryDirectory(prefix="wan-ffmpeg-") as log_dir:
-        try:
-            with atomic_output(final) as tmp:  # removed on any failure, renamed onto ``final`` when whole
-                _encode(frames, tmp, final, fps, Path(log_dir) / "ffmpeg.log")
-        except VideoWriteError:
-            raise
-        except OSError as exc:  # the folder refused the temporary file, or the rename failed
-            raise _error(final, os_reason(exc), exc) from None
-    return final
+    stream = Mp4Stream(path, fps)
+    try:
+        stream.put(frames)
+    except BaseException:
+        stream.abort()
+        raise
+    return stream.finish()

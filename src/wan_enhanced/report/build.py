@@ -72,6 +72,11 @@ def timeline_dict(run: RunMeasurement, ndigits: int = 3) -> dict[str, Any]:
         "dram_util": col("dram_util"),
         "nvml_used_gb": col("nvml_used_bytes", GIB),
         "host_rss_gb": col("rss_bytes", GIB),
+        "sm_clock_mhz": col("sm_clock_mhz"),
+        "mem_clock_mhz": col("mem_clock_mhz"),
+        "temperature_c": col("temperature_c"),
+        "power_limit_w": col("power_limit_w"),
+        "clock_reasons": [s.clock_reasons for s in samples],  # NVML clock-event bitmask at each read
     }
 
 

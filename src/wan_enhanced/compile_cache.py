@@ -1,0 +1,170 @@
+"""Compile caches that persist and travel: one project cache directory, and torch's portable compile artifacts.
+
+Inductor's and Triton's on-disk caches go under one directory (``--cache_dir``, else ``$WAN_ENHANCED_CACHE_DIR``,
+else ``$XDG_CACHE_HOME/wan-enhanced`` or ``~/.cache/wan-enhanced``), so a second run on a machine reuses the
+first one's kernels and the directory can be copied to another machine. ``wan-enhanced warmup`` also saves
+``torch.compiler.save_cache_artifacts()`` there under a *key* — GPU, compute capability, driver, torch / Triton /
+CUDA / diffusers versions, and the settings that shape the compiled graphs — and a run whose key matches loads
+them (``torch.compiler.load_cache_artifacts``) before anything compiles. Artifacts made for another key are
+never loaded: the run says which field differs, instead of silently compiling from scratch. A user's own
+``TORCHINDUCTOR_CACHE_DIR`` / ``TRITON_CACHE_DIR`` are respected and said.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+CACHE_ENV = "WAN_ENHANCED_CACHE_DIR"
+TOOL_DIRS = {"TORCHINDUCTOR_CACHE_DIR": "inductor", "TRITON_CACHE_DIR": "triton"}
+#: the settings of a run that change what is compiled (besides the machine and the packages)
+KEY_SETTINGS = ("task", "size", "frame_num", "compile", "attention_backend", "vae_dtype", "vae_layout",
+                "sample_guide_scale", "ulysses_size", "cfg_parallel")
+
+
+def default_cache_dir() -> Path:
+    """``$WAN_ENHANCED_CACHE_DIR``, else ``$XDG_CACHE_HOME/wan-enhanced``, else ``~/.cache/wan-enhanced``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "wan-enhanced"
+
+
+def _version(pkg: str) -> str | None:
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def machine_key(device: Any) -> dict[str, Any]:
+    """What a compiled kernel depends on of the machine and the packages (``None`` where not known)."""
+    import torch
+
+    key: dict[str, Any] = {"torch": torch.__version__, "cuda": torch.version.cuda, "triton": _version("triton"),
+                           "diffusers": _version("diffusers"), "flash_attn_4": _version("flash-attn-4"),
+                           "gpu": None, "compute_capability": None, "driver": None}
+    if getattr(device, "type", None) == "cuda" and torch.cuda.is_available():
+        idx = device.index if device.index is not None else torch.cuda.current_device()
+        props = torch.cuda.get_device_properties(idx)
+        key["gpu"], key["compute_capability"] = props.name, f"{props.major}.{props.minor}"
+        from .monitor.system import _driver_version
+
+        key["driver"] = _driver_version()
+    return key
+
+
+def cache_key(device: Any, settings: dict[str, Any]) -> dict[str, Any]:
+    """The artifacts' key: the machine's and the compile-shaping settings (resolved values)."""
+    return {**machine_key(device), **{k: settings.get(k) for k in KEY_SETTINGS}}
+
+
+def key_id(key: dict[str, Any]) -> str:
+    """A short stable name of a key (its file name in the cache)."""
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class CacheState:
+    """What the run did with the caches (the report's ``run.compile_cache``)."""
+
+    dir: str
+    env: dict[str, str] = field(default_factory=dict)  # the tool cache variables in force, and who set them
+    artifacts: str = "none"  # loaded | none | mismatch | not needed | failed
+    reason: str = ""
+    key_id: str | None = None
+    seconds: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """As recorded in reports."""
+        return asdict(self)
+
+
+def use_cache_dir(cache_dir: Path) -> dict[str, str]:
+    """Point inductor and Triton at ``cache_dir`` unless the user set them; returns ``{variable: 'path (by …)'}``."""
+    out = {}
+    torch_default = _torch_default_inductor_dir()
+    for var, sub in TOOL_DIRS.items():
+        # inductor writes its default into the environment the first time it looks: that one is not the user's
+        if os.environ.get(var) and not (var == "TORCHINDUCTOR_CACHE_DIR" and os.environ[var] == torch_default):
+            out[var] = f"{os.environ[var]} (set by the user)"
+            continue
+        path = cache_dir / sub
+        path.mkdir(parents=True, exist_ok=True)
+        os.environ[var] = str(path)
+        out[var] = f"{path} (set by wan-enhanced)"
+    return out
+
+
+def _torch_default_inductor_dir() -> str | None:
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir as torch_default
+
+        return str(torch_default())
+    except Exception:  # noqa: BLE001 - a torch without it: every set value counts as the user's
+        return None
+
+
+def artifacts_dir(cache_dir: Path) -> Path:
+    """Where the portable artifacts and their key files are."""
+    return cache_dir / "artifacts"
+
+
+def _differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    return [f"{k} {b.get(k)!r} (this run: {a.get(k)!r})" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def load_artifacts(cache_dir: Path, key: dict[str, Any]) -> tuple[str, str]:
+    """Load the artifacts made for ``key``: ``("loaded" | "none" | "mismatch" | "failed", reason)``."""
+    import time
+
+    import torch
+
+    folder = artifacts_dir(cache_dir)
+    kid = key_id(key)
+    blob = folder / f"{kid}.bin"
+    if blob.is_file():
+        t0 = time.perf_counter()
+        try:
+            torch.compiler.load_cache_artifacts(blob.read_bytes())
+        except Exception as exc:  # noqa: BLE001 - a broken file: compile from scratch, and say so
+            return "failed", f"{blob}: {type(exc).__name__}: {str(exc)[:200]}; compiling from scratch"
+        return "loaded", f"{blob} ({blob.stat().st_size / 2**20:.1f} MiB in {time.perf_counter() - t0:.2f} s)"
+    others = []
+    for meta in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            others.append(json.loads(meta.read_text(encoding="utf-8"))["key"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    if not others:
+        return "none", f"no artifacts in {folder}: run `wan-enhanced warmup` with this run's flags to make them"
+    nearest = min(others, key=lambda o: len(_differences(key, o)))
+    return "mismatch", (f"artifacts in {folder} were made for another setup — " + "; ".join(
+        _differences(key, nearest)) + ": not loaded (compiling from scratch; `wan-enhanced warmup` here makes "
+        "matching ones)")
+
+
+def save_artifacts(cache_dir: Path, key: dict[str, Any]) -> Path | None:
+    """Save this process's compile artifacts under ``key``; ``None`` when torch produced none."""
+    import torch
+
+    from .atomic import atomic_output
+
+    got = torch.compiler.save_cache_artifacts()
+    if got is None:
+        return None
+    data, info = got
+    folder = artifacts_dir(cache_dir)
+    kid = key_id(key)
+    with atomic_output(folder / f"{kid}.bin") as tmp:
+        tmp.write_bytes(data)
+    meta = {"key": key, "bytes": len(data), "info": {k: len(v) for k, v in vars(info).items()
+                                                     if isinstance(v, list)} if info is not None else None}
+    with atomic_output(folder / f"{kid}.json") as tmp:
+        tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    return folder / f"{kid}.bin"
