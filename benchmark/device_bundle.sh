@@ -25,6 +25,8 @@ mkdir -p "$dest" "$work/wheels" "$work/site" "$work/diffusers"
 python3 -m pip download -q --no-deps "${pyplat[@]}" -d "$work/wheels" "${pkgs[@]}"
 python3 -m pip download -q --no-deps --only-binary=:all: -d "$work/diffusers" diffusers==0.42.1
 for w in "$work"/wheels/*.whl; do python3 -m zipfile -e "$w" "$work/site"; done
+# zipfile drops the exec bit: the ffmpeg binary of imageio-ffmpeg must run (tar keeps the mode)
+chmod +x "$work"/site/imageio_ffmpeg/binaries/* 2>/dev/null || true
 python3 -m zipfile -e "$work"/diffusers/*.whl "$work/diffusers/site"
 tar -cf - -C "$work/site" . | xz -T1 --x86 --lzma2=preset=9e,dict=256MiB > "$dest/$what.tar.xz"
 tar -cf - -C "$work/diffusers/site" . | xz -T1 -9 > "$dest/diffusers.tar.xz"

@@ -32,10 +32,14 @@ def test_the_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
 
 def test_the_compilers_caches_go_to_the_project_dir_unless_the_user_set_them(monkeypatch, tmp_path):
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.delenv("FLASH_ATTENTION_CUTE_DSL_CACHE_DIR", raising=False)
+    monkeypatch.delenv(cc.FA4_CACHE_SWITCH, raising=False)
     monkeypatch.setenv("TRITON_CACHE_DIR", "/my/triton")
     env = cc.use_cache_dir(tmp_path)
     assert env == {"TORCHINDUCTOR_CACHE_DIR": f"{tmp_path / 'inductor'} (set by wan-enhanced)",
-                   "TRITON_CACHE_DIR": "/my/triton (set by the user)"}
+                   "TRITON_CACHE_DIR": "/my/triton (set by the user)",
+                   "FLASH_ATTENTION_CUTE_DSL_CACHE_DIR": f"{tmp_path / 'fa4_cute'} (set by wan-enhanced)",
+                   cc.FA4_CACHE_SWITCH: "1 (set by wan-enhanced)"}
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "inductor") and (tmp_path / "inductor").is_dir()
 
 

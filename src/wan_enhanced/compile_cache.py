@@ -1,6 +1,6 @@
 """Compile caches that persist and travel: one project cache directory, and torch's portable compile artifacts.
 
-Inductor's and Triton's on-disk caches go under one directory (``--cache_dir``, else ``$WAN_ENHANCED_CACHE_DIR``,
+Inductor's, Triton's and FlashAttention-4's (CuTe DSL, switched on) on-disk caches go under one directory (``--cache_dir``, else ``$WAN_ENHANCED_CACHE_DIR``,
 else ``$XDG_CACHE_HOME/wan-enhanced`` or ``~/.cache/wan-enhanced``), so a second run on a machine reuses the
 first one's kernels and the directory can be copied to another machine. ``wan-enhanced warmup`` also saves
 ``torch.compiler.save_cache_artifacts()`` there under a *key* — GPU, compute capability, driver, torch / Triton /
@@ -21,7 +21,10 @@ from pathlib import Path
 from typing import Any
 
 CACHE_ENV = "WAN_ENHANCED_CACHE_DIR"
-TOOL_DIRS = {"TORCHINDUCTOR_CACHE_DIR": "inductor", "TRITON_CACHE_DIR": "triton"}
+TOOL_DIRS = {"TORCHINDUCTOR_CACHE_DIR": "inductor", "TRITON_CACHE_DIR": "triton",
+             "FLASH_ATTENTION_CUTE_DSL_CACHE_DIR": "fa4_cute"}
+#: FlashAttention-4's CuTe DSL disk cache is off unless this is "1" (read when flash_attn.cute is imported)
+FA4_CACHE_SWITCH = "FLASH_ATTENTION_CUTE_DSL_CACHE_ENABLED"
 #: the settings of a run that change what is compiled (besides the machine and the packages)
 KEY_SETTINGS = ("task", "size", "frame_num", "compile", "attention_backend", "vae_dtype", "vae_layout",
                 "sample_guide_scale", "ulysses_size", "cfg_parallel")
@@ -98,6 +101,15 @@ def use_cache_dir(cache_dir: Path) -> dict[str, str]:
         path.mkdir(parents=True, exist_ok=True)
         os.environ[var] = str(path)
         out[var] = f"{path} (set by wan-enhanced)"
+    if FA4_CACHE_SWITCH not in os.environ:
+        os.environ[FA4_CACHE_SWITCH] = "1"
+        out[FA4_CACHE_SWITCH] = "1 (set by wan-enhanced)"
+    else:
+        out[FA4_CACHE_SWITCH] = f"{os.environ[FA4_CACHE_SWITCH]} (set by the user)"
+    import sys
+
+    if "flash_attn.cute.cache_utils" in sys.modules:  # read at its import: too late for this process
+        out["FLASH_ATTENTION_CUTE_DSL_CACHE_DIR"] += "; flash_attn.cute was imported before: not in effect here"
     return out
 
 
