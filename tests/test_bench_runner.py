@@ -68,6 +68,7 @@ def test_smoke_suite_end_to_end_with_a_failing_case_then_resume(tmp_path, capsys
     assert load_report(run / "03_DPM.json")["run"]["sample_solver"] == "dpm++"
     assert "--sample_solver dpm++" in (run / "03_DPM.log").read_text()
     assert "[Execution Trace Analysis]" in (run / "01_Baseline.txt").read_text()
+    assert "s outside it: process start, imports, building the pipeline before the monitor starts" in md.read_text()
 
     text = md.read_text()
     assert "## Benchmark Summary" in text and "## Detailed Breakdown" in text
