@@ -1,5 +1,9 @@
 """The TI2V-5B generation pipeline as explicit stages a monitor can wrap.
 
+Why this module is long (~500 lines): one method per stage (each with its residency and FLOP constructs, the
+decoder's chunk hook for the overlapped encoder, the prompt-cut check) plus the FLOP plan they charge
+(``StageFlops``); they change together whenever a stage does.
+
 Built on diffusers' ``WanTransformer3DModel``, ``AutoencoderKLWan`` and flow ``UniPC`` /
 ``DPM++`` schedulers and transformers' ``UMT5EncoderModel``. The arithmetic of each step is that of
 diffusers' ``WanPipeline(expand_timesteps=True)`` (text→video) and

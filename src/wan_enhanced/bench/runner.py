@@ -1,10 +1,12 @@
 """The benchmark suite runner: ``python3 benchmark/run.py`` / ``wan-enhanced bench``.
 
-Why this module is long (~410 lines): process management (a subprocess per case, timeouts, killing its
-group, exit-code and signal decoding) and resume are one state machine over the manifest; the manifest's
-file format lives in ``manifest.py``, the Markdown in ``markdown.py``.
+Why this module is long (~490 lines): process management (a subprocess per case, timeouts, killing its
+group, exit-code and signal decoding, repeats) and resume are one state machine over the manifest; the
+manifest's file format lives in ``manifest.py``, the run-dir lock and the die-with-the-runner rule in
+``runlock.py``, the spread of repeats in ``repeats.py``, the Markdown in ``markdown.py``.
 
-Each case runs ``generate`` in its own subprocess with ``--report_file <run dir>/<case>.json``;
+Each case runs ``generate`` in its own subprocess with ``--flags_file <run dir>/<case>.args.json`` (its
+settings: no argv limit) and ``--report_file <run dir>/<case>.json`` (``<case>.r<k>.*`` for repeat k);
 its output goes to ``<case>.log``, its text report to ``<case>.txt``. A failed, crashed or
 out-of-memory case is recorded (status, stage, message) and the suite goes on. The run dir's
 ``suite.json`` manifest is rewritten after every case, so a stopped suite resumes: cases whose

@@ -1,5 +1,9 @@
 """``Monitor``: nested, CUDA-synchronized stage timing with memory, SM activity, power, energy and FLOPs.
 
+Why this module is long (~380 lines): the stage state machine (begin, end, failure, stop closing open stages),
+the edge readings and the measurement of every window share one set of records; the pure window arithmetic is
+in ``measure.py``, the sampler in ``sampler.py``, the GPU state in ``gpu_state.py``.
+
 Knows nothing of Wan nor of the report: stage names are the caller's (the pipeline's come from
 ``wan_enhanced.stages``; the ones below are only an example), and what it hands out are typed
 measurements (``monitor.measure``) that ``wan_enhanced.report.build`` turns into the JSON report. Usage::
