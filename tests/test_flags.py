@@ -109,3 +109,23 @@ def test_table_validators_give_one_line(field, value, expected):
     with pytest.raises(ConfigError) as exc:
         validate(RunConfig(**{"task": "tiny", "device": "cpu", field: value}), cuda_available=False, world_size=1)
     assert str(exc.value).startswith(expected) and "\n" not in str(exc.value)
+
+
+def test_a_flags_file_fills_what_the_command_line_left_and_says_what_is_wrong(tmp_path):
+    import json
+
+    from wan_enhanced.cli import config_from_args, generate_parser
+    from wan_enhanced.errors import ConfigError
+
+    f = tmp_path / "f.json"
+    f.write_text(json.dumps({"task": "tiny", "sample_steps": 3, "prompt": "from file", "report_file": "r.json"}))
+    cfg = config_from_args(generate_parser().parse_args(["--flags_file", str(f), "--sample_steps", "2"]))
+    assert (cfg.task, cfg.sample_steps, cfg.prompt, cfg.report_file) == ("tiny", 2, "from file", "r.json")
+    f.write_text(json.dumps({"sample_steps": "x"}))
+    with pytest.raises(ConfigError) as e:
+        config_from_args(generate_parser().parse_args(["--flags_file", str(f)]))
+    assert str(e.value) == "--flags_file f.json.sample_steps: expected int, got str 'x'"
+    f.write_text("[1]")
+    with pytest.raises(ConfigError) as e:
+        config_from_args(generate_parser().parse_args(["--flags_file", str(f)]))
+    assert str(e.value) == "--flags_file f.json: expected object, got array"

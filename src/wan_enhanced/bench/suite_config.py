@@ -141,14 +141,14 @@ def _check_flag(where: str, key: str, value: Any) -> Any:
     return value
 
 
-def _check_flags(where: str, obj: Any) -> dict[str, Any]:
+def _check_flags(where: str, obj: Any, runner_flags_allowed: bool = False) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise ConfigError(f"{where}: expected object, {_got(obj)}")
     out: dict[str, Any] = {}
     for key, value in obj.items():
         if key not in FLAG_KINDS:
             raise ConfigError(f"{where}.{key}: unknown key; allowed: {', '.join(sorted(FLAG_KINDS))}")
-        if key in RUNNER_FLAGS:
+        if key in RUNNER_FLAGS and not runner_flags_allowed:
             raise ConfigError(f"{where}.{key}: set by the benchmark runner (<run dir>/<case>.json); remove it")
         out[key] = _check_flag(f"{where}.{key}", key, value)
     return out
@@ -259,7 +259,7 @@ def load_flags_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"--flags_file: {str(p)!r} is not readable ({type(exc).__name__})") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"--flags_file: {p.name} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
-    flags = _check_flags(f"--flags_file {p.name}", data)
+    flags = _check_flags(f"--flags_file {p.name}", data, runner_flags_allowed=True)
     return {k: v for k, v in flags.items() if v is not None}
 
 

@@ -169,6 +169,7 @@ class NvmlBackend:
                                                          "nvmlDeviceGetCurrentClocksThrottleReasons")
                                  if hasattr(nv, n) and self._probe(getattr(nv, n))), None)
         self.state_reason = None if self._reasons_fn is not None else "NVML clock-event reasons not supported"
+        self._readers = self.state_readers()  # built once: the sampler calls them every sample
 
     def _read_cost(self, fn: Any, n: int = 5) -> float:
         """Median seconds of ``n`` calls of ``fn(handle)``: whether a read may sit on the caller's path."""
@@ -243,9 +244,8 @@ class NvmlBackend:
 
     def _read_state(self, r: Reading) -> None:
         """Clocks, temperature, power limit and clock-event reasons (each ``None`` when its query fails)."""
-        readers = self.state_readers()
         for attr in self.state_queries:
-            fn = readers.get(attr)
+            fn = self._readers.get(attr)
             if fn is None:
                 continue
             try:
