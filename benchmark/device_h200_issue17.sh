@@ -1,44 +1,81 @@
 #!/usr/bin/env bash
-# Issue 17 on one lent H200 — written in the session that built levers 1 and 2 on the CPU, NOT YET RUN on a GPU.
-# Two calls on the same machine (the packages do not fit one call's carry; .site/ is git-ignored and stays):
-#   call 1 (carry .fa):  bash benchmark/device_h200_issue17.sh caches    # cold machine: do this first
-#   call 2 (carry .ff):  bash benchmark/device_h200_issue17.sh overlap
+# Issue 17 on one lent H200: three calls, on the same machine when the lender keeps it warm.
+# FA4 and the H.264 encoder do not fit one call's carry, so they are unpacked into .site/ (git-ignored; it stays on a
+# warm machine) over the first two calls:
+#   call 1 (carry .ff): bash benchmark/device_h200_issue17.sh a   # levers 2 and 3: decode/encode overlap, compiled VAE
+#   call 2 (carry .fa): bash benchmark/device_h200_issue17.sh b   # lever 1: warmup (cold), then 50-step jobs
+#   call 3 (carry .fa): bash benchmark/device_h200_issue17.sh c   # more 50-step jobs; diffusers plain in the same call
+# Every run is `generate.py --task ti2v-5B --weights random` (1280x704, 121 frames, CFG 5) with default flags unless
+# said. Logs and reports go to $OUT/<phase>/, tarred at the end; the last thing printed is the table.
 set -uo pipefail
-mkdir -p .site "$OUT"
-for t in .fa/*.tar.xz .ff/*.tar.xz; do [ -f "$t" ] && { tar -xJf "$t" -C .site || exit 3; }; done
+phase=${1:?a, b or c}
+mkdir -p .site "$OUT/$phase"
+O=$OUT/$phase
+for t in .fa/*.tar.xz .ff/*.tar.xz; do  # each bundle once per machine
+  [ -f "$t" ] || continue
+  mark=.site/.unpacked_$(basename "$t")_$(stat -c %s "$t")
+  [ -f "$mark" ] || { tar -xJf "$t" -C .site && touch "$mark"; } || exit 3
+done
 chmod +x .site/imageio_ffmpeg/binaries/* 2>/dev/null
 export PYTHONPATH=$PWD/.site:$PWD/.site/nvidia_cutlass_dsl/dsl_packages:$PWD/src
-J="--task ti2v-5B --weights random --quiet"
-case ${1:?caches or overlap} in
-  caches)
-    # (a) a fresh machine: warmup builds the caches and saves the artifacts (its time = the cold start paid once)
-    /usr/bin/time -f "warmup %e s" python3 -m wan_enhanced.cli warmup $J --cache_dir /tmp/c17a > "$OUT/warmup.log" 2>&1
-    # (b) a "fresh machine with the artifacts": empty compiler caches, only the artifacts copied
-    mkdir -p /tmp/c17b && cp -r /tmp/c17a/artifacts /tmp/c17b/
-    python3 generate.py $J --sample_steps 4 --cache_dir /tmp/c17b --report_file "$OUT/art4.json" > "$OUT/art4.log" 2>&1
-    # (c) the warm machine: its own caches (and the artifacts)
-    python3 generate.py $J --sample_steps 4 --cache_dir /tmp/c17a --report_file "$OUT/warm4.json" > "$OUT/warm4.log" 2>&1
-    # (d) a fresh cache dir without artifacts, for the cold reference in the same call
-    python3 generate.py $J --sample_steps 4 --cache_dir /tmp/c17c --report_file "$OUT/cold4.json" > "$OUT/cold4.log" 2>&1
-    for r in cold4 art4 warm4; do python3 - "$OUT/$r.json" "$r" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1])); t = r["totals"]; st = {s["name"]: s["duration_s"] for s in r["stages"]}
-print(f"{sys.argv[2]:6s} Step_0 {st.get('Step_0', 0):7.2f} s  steady {t['steady_s_per_step']['value']:.3f}  "
-      f"cold {t['cold_start_s']['value']:.2f}  cache {r['run']['compile_cache']['artifacts']}")
-PY
-    done ;;
-  overlap)
-    # VAE_Decoding + Save_Video with the encoder overlapped or after decoding, ABAB, warm caches
-    for k in 1 2; do for o in True False; do
-      python3 generate.py $J --sample_steps 2 --encode_overlap $o --cache_dir /tmp/c17a --save_file /tmp/o.mp4 \
-        --report_file "$OUT/ov_${o}_$k.json" > "$OUT/ov_${o}_$k.log" 2>&1
-    done; done
-    python3 - "$OUT" <<'PY'
-import glob, json, sys
-for f in sorted(glob.glob(sys.argv[1] + "/ov_*.json")):
-    st = {s["name"]: s["duration_s"] for s in json.load(open(f))["stages"]}
-    print(f.split("/")[-1], f"decode {st['VAE_Decoding']:.2f} + save {st['Save_Video']:.2f} = "
-          f"{st['VAE_Decoding'] + st['Save_Video']:.2f} s")
-PY
+J="--task ti2v-5B --weights random --quiet ${EXTRA:-}"  # EXTRA: flags for every run of a call
+SAVE=""
+if python3 -c "import imageio_ffmpeg, os, sys; sys.exit(not os.access(imageio_ffmpeg.get_ffmpeg_exe(), os.X_OK))" \
+    2>/dev/null; then SAVE=yes; else echo "no H.264 encoder on this machine: runs without --save_file" | tee "$O/NO_MP4"; fi
+python3 -c "import flash_attn.cute" 2>/dev/null && echo "FA4: importable" || echo "FA4: not importable"
+ls .site | tr '\n' ' ' > "$O/site.txt"; nvidia-smi --query-gpu=name,driver_version,power.limit --format=csv > "$O/gpu.txt"
+
+END=${END_S:-575}  # the call's own deadline (the device's limit is 600 s): a run that would not fit is skipped
+fits() {  # fits NAME SECONDS: is there time left for it?
+  if [ $((END - SECONDS)) -lt "$2" ]; then echo "$1 skipped: $((END - SECONDS)) s left" | tee -a "$O/processes.txt"; return 1; fi
+}
+run() {  # run NAME TIMEOUT_S ARGS... : one generate process, its log and report under $O, its wall time said
+  local name=$1 lim=$2; shift 2
+  fits "$name" "$lim" || return 0
+  local sv=(); [ -n "$SAVE" ] && sv=(--save_file "/tmp/$name.mp4")
+  local t0=$SECONDS
+  timeout "$lim" python3 generate.py $J "${sv[@]}" --report_file "$O/$name.json" "$@" > "$O/$name.log" 2>&1
+  echo "$name rc=$? process $((SECONDS - t0)) s" | tee -a "$O/processes.txt"
+}
+fresh_with_artifacts() {  # a cache dir holding only the artifacts of /tmp/c17a (no inductor / Triton / FA4 caches)
+  rm -rf "$1" && mkdir -p "$1" && cp -r /tmp/c17a/artifacts "$1/"
+}
+
+case $phase in
+  a)  # lever 2: overlap on/off ABAB; lever 3: the compiled VAE, cold cache then warm (DiT eager, 1 step: decode only)
+    for k in 1 2; do
+      run ov_on_$k 150 --compile none --sample_steps 1 --encode_overlap True
+      run ov_off_$k 150 --compile none --sample_steps 1 --encode_overlap False
+    done
+    [ -n "$SAVE" ] && md5sum /tmp/ov_*.mp4 > "$O/mp4_md5.txt"
+    run vaec_cold_1 240 --compile none --sample_steps 1 --vae_compile blocks --cache_dir /tmp/c17v
+    run vaec_warm_1 200 --compile none --sample_steps 1 --vae_compile blocks --cache_dir /tmp/c17v
+    run vaec_warm_2 200 --compile none --sample_steps 1 --vae_compile blocks --cache_dir /tmp/c17v
+    ;;
+  b)  # lever 1: warmup on an empty cache (the cold start, paid once), then the 50-step jobs
+    t0=$SECONDS
+    timeout 240 python3 -m wan_enhanced.cli warmup $J --cache_dir /tmp/c17a > "$O/warmup.log" 2>&1
+    echo "warmup rc=$? process $((SECONDS - t0)) s" | tee -a "$O/processes.txt"
+    ls -la /tmp/c17a/artifacts >> "$O/processes.txt" 2>&1
+    fresh_with_artifacts /tmp/c17b1; run art_1 170 --cache_dir /tmp/c17b1
+    run warm_1 170 --cache_dir /tmp/c17a
+    fresh_with_artifacts /tmp/c17b2; run art_2 170 --cache_dir /tmp/c17b2
+    ;;
+  c)  # more of the same, then diffusers' WanPipeline as documented (3 steps timed, extrapolated to 50 and labelled)
+    if [ ! -d /tmp/c17a/artifacts ]; then echo "fresh machine: no /tmp/c17a (phase b's caches are gone)" | tee "$O/FRESH"; fi
+    t0=$SECONDS  # artifacts for this call's flags (EXTRA); with phase b's caches warm this is quick
+    timeout 200 python3 -m wan_enhanced.cli warmup $J --cache_dir /tmp/c17a > "$O/warmup.log" 2>&1
+    echo "warmup rc=$? process $((SECONDS - t0)) s" | tee -a "$O/processes.txt"
+    run warm_2 170 --cache_dir /tmp/c17a
+    fresh_with_artifacts /tmp/c17b3 2>/dev/null; run art_3 170 --cache_dir /tmp/c17b3
+    t0=$SECONDS
+    timeout 230 python3 benchmark/peers.py --out "$O/peers" --ckpt_dir /tmp/ckpt --steps 3 --peers diffusers_plain \
+      > "$O/peers.log" 2>&1
+    echo "peers rc=$? process $((SECONDS - t0)) s" | tee -a "$O/processes.txt"
+    run warm_3 125 --cache_dir /tmp/c17a
     ;;
 esac
+python3 benchmark/issue17_table.py --out "$O/summary.json" "$O"/*.json > "$O/table.md" 2> "$O/table.err"
+tar -czf "$OUT/issue17_$phase.tar.gz" -C "$OUT" "$phase"
+tail -n 3 "$O"/*.log | grep -E "error|Error" | head -5
+cat "$O/processes.txt"; cat "$O/table.md"

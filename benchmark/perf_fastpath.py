@@ -36,7 +36,7 @@ import torch
 
 from wan_enhanced.bench.timing import errors, time_fn
 from wan_enhanced.config import RunConfig, validate
-from wan_enhanced.fastpath import ATTENTION_BACKENDS, FastPath, activate_fa4
+from wan_enhanced.fastpath import ATTENTION_BACKENDS, FastPath, activate_fa4, compile_vae_blocks
 from wan_enhanced.models.presets import get_preset
 from wan_enhanced.models.random_init import random_dit, random_vae
 from wan_enhanced.pipeline import TI2VPipeline, make_scheduler
@@ -316,22 +316,6 @@ def memory_at_peak(fn, top: int = 12) -> dict:
 
 VAE_VARIANTS = ("fp32", "bf16", "bf16_cudnn_benchmark", "bf16_channels_last", "bf16_channels_last_compiled",
                 "bf16_channels_last_tiled")
-
-
-def compile_vae_blocks(vae) -> int:
-    """torch.compile each residual block of the VAE decoder in place (fuses RMS norm + SiLU + causal pad
-    around the cuDNN convolutions); returns the number of blocks. Shapes differ per block and per latent
-    frame (first chunk, empty cache), so the recompile limit is raised."""
-    from diffusers.models.autoencoders.autoencoder_kl_wan import WanResidualBlock
-
-    cfg = torch._dynamo.config
-    for key, at_least in (("recompile_limit", 64), ("accumulated_recompile_limit", 512)):
-        if hasattr(cfg, key):
-            setattr(cfg, key, max(getattr(cfg, key), at_least))
-    blocks = [m for m in vae.decoder.modules() if isinstance(m, WanResidualBlock)]
-    for b in blocks:
-        b.compile(dynamic=False)  # automatic dynamic shapes failed to lower on the CPU (torch 2.13)
-    return len(blocks)
 
 
 def section_vae(args, preset, out: dict) -> None:

@@ -110,3 +110,21 @@ def test_totals_carry_the_warm_figures_and_the_flop_scope_of_throughput(plain, w
             step["flops"]["value"] / t["steady_s_per_step"]["value"] / 1e12, rel=1e-3)
     assert "incl. the warm-up forward" in warm.report["totals"]["tflops_per_s"]["reason"]
     assert "incl. the first step's compile" in plain.report["totals"]["tflops_per_s"]["reason"]
+
+
+def test_the_seconds_before_total_are_in_the_report_and_the_text(plain):
+    """The process's time before Total (imports, checks, set-up) is measured (psutil), never left out silently."""
+    import psutil
+
+    from wan_enhanced.report.text import format_report
+
+    proc = plain.report["run"]["process"]
+    import time
+
+    age_now = time.time() - psutil.Process().create_time()
+    assert 0 < proc["start_to_total_s"] < age_now  # this test process started before the run's Total
+    assert proc["source"] == "psutil.Process().create_time() to Total's start"
+    assert "report's writing and the process's exit come after Total" in proc["note"]
+    text = format_report(plain.report)
+    assert f"Before Total: {proc['start_to_total_s']:.2f} s since the process started" in text
+    assert "torch.compile's own timers" not in text  # nothing compiled in this run

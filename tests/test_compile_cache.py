@@ -110,3 +110,82 @@ def test_warmup_artifacts_travel_to_a_fresh_cache_dir(tmp_path):
     rep = json.loads((tmp_path / "r.json").read_text())
     assert rep["run"]["compile_cache"]["artifacts"] == "loaded"
     assert [s["name"] for s in rep["stages"] if s["parent"] == "Total"][0] == "Load_Compile_Cache"
+
+
+# --- lever 3: the VAE decoder compiled (measured, not adopted: auto = none) -----------------------------------
+
+
+def test_a_bad_vae_compile_value_is_one_line_before_anything_loads():
+    r = subprocess.run([sys.executable, str(ROOT / "generate.py"), "--task", "tiny", "--vae_compile", "all"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip() == "error: --vae_compile: 'all' is not allowed; allowed: auto, none, blocks"
+
+
+def test_vae_compile_auto_is_none_everywhere_and_blocks_is_kept():
+    """auto = none: on the H200 a warm process still compiled for 12 s to save 1 s (h200/s7)."""
+    from wan_enhanced.fastpath import FastPath
+
+    for dev in ("cpu", "cuda"):
+        assert FastPath().resolve(torch.device(dev)).vae_compile == "none"
+        assert FastPath(vae_compile="blocks").resolve(torch.device(dev)).vae_compile == "blocks"
+
+
+def test_the_vae_compile_setting_is_part_of_the_artifacts_key():
+    base = {"task": "tiny", "size": "64*64", "frame_num": 9, "compile": "blocks", "attention_backend": "auto"}
+    a = cc.cache_key(torch.device("cpu"), {**base, "vae_compile": "none"})
+    b = cc.cache_key(torch.device("cpu"), {**base, "vae_compile": "blocks"})
+    assert cc.key_id(a) != cc.key_id(b) and a["vae_compile"] == "none"
+
+
+@pytest.mark.slow  # CPU compiles of the tiny VAE decoder's blocks
+def test_the_compiled_vae_decodes_the_same_frames_to_rounding(tmp_path):
+    """--vae_compile blocks: the same stages (and the cache looked at), frames within rounding of eager."""
+    import numpy as np
+
+    from wan_enhanced.config import RunConfig, validate
+    from wan_enhanced.run import run_generation
+
+    out = {}
+    for mode in ("none", "blocks"):
+        cfg = validate(RunConfig(task="tiny", device="cpu", vae_compile=mode, sample_steps=2,
+                                 cache_dir=str(tmp_path)), cuda_available=False)
+        res = run_generation(cfg, progress=False, monitor_enabled=False)
+        assert res.status == "ok" and res.report["run"]["fast_path"]["vae_compile"] == mode
+        out[mode] = res
+    names = [[s["name"] for s in r.report["stages"]] for r in out.values()]
+    assert names[1] == names[0][:1] + ["Load_Compile_Cache"] + names[0][1:]  # something compiles: artifacts?
+    assert out["blocks"].report["run"]["compile_cache"]["artifacts"] == "none"
+    a, b = (r.result.frames.astype(np.int16) for r in out.values())
+    assert a.shape == b.shape and np.abs(a - b).max() <= 2, np.abs(a - b).max()
+    assert torch.equal(out["none"].result.latents, out["blocks"].result.latents)  # the DiT is untouched
+    paid = out["blocks"].report["run"]["compile_time"]["by_stage"]
+    assert list(paid) == ["VAE_Decoding"] and paid["VAE_Decoding"]["entire_frame_compile"] > 0
+    assert out["none"].report["run"]["compile_time"]["by_stage"] == {}
+
+
+def test_the_compile_clock_charges_torchs_compile_time_to_the_stage_that_paid_it():
+    from wan_enhanced.monitor import Monitor
+
+    clock = cc.CompileClock()
+    mon = Monitor(device=torch.device("cpu"), sampler=False)
+    mon.on_stage_end.append(clock.on_stage_end)
+    f = torch.compile(lambda x: (x * 3).cos() + 1)
+    mon.start()
+    with mon.stage("Total"):
+        with mon.stage("Before"):
+            torch.ones(3).sum()
+        with mon.stage("Compiles"):
+            f(torch.randn(16))
+        with mon.stage("Runs"):
+            f(torch.randn(16))
+    mon.stop()
+    assert list(clock.by_stage) == ["Compiles"]
+    paid = clock.by_stage["Compiles"]
+    assert paid["entire_frame_compile"] > 0 and paid["inductor_compile"] <= paid["entire_frame_compile"]
+    assert "bytecode_tracing" in paid  # a finer timer
+    counts = clock.counts_by_stage["Compiles"]
+    assert counts["stats.unique_graphs"] == 1 and counts["inductor.fxgraph_cache_miss"] + counts.get(
+        "inductor.fxgraph_cache_hit", 0) == 1
+    assert clock.to_dict() == {"source": cc.CompileClock.SOURCE, "by_stage": clock.by_stage,
+                               "counts_by_stage": clock.counts_by_stage}

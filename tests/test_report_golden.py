@@ -22,7 +22,7 @@ VOLATILE = {"created", "started", "start_s", "end_s", "duration_s", "timeline", 
             "report_file", "save_file", "image", "hostname", "python", "platform", "cpu", "pid", "argv", "cwd",
             "load_info", "seconds", "gb_per_s", "git", "versions", "torch", "system", "short_window",
             "steady_s_per_step", "cold_start_s", "video_s_warm", "steady_tflops_per_s", "children_s", "untracked_s",
-            "host", "covered_s", "dir"}
+            "host", "covered_s", "dir", "start_to_total_s"}
 
 
 def _diff(a: Any, b: Any, path: str, out: list[str]) -> None:

@@ -27,7 +27,7 @@ TOOL_DIRS = {"TORCHINDUCTOR_CACHE_DIR": "inductor", "TRITON_CACHE_DIR": "triton"
 FA4_CACHE_SWITCH = "FLASH_ATTENTION_CUTE_DSL_CACHE_ENABLED"
 #: the settings of a run that change what is compiled (besides the machine and the packages)
 KEY_SETTINGS = ("task", "size", "frame_num", "compile", "attention_backend", "vae_dtype", "vae_layout",
-                "sample_guide_scale", "ulysses_size", "cfg_parallel")
+                "vae_compile", "sample_guide_scale", "ulysses_size", "cfg_parallel")
 
 
 def default_cache_dir() -> Path:
@@ -180,3 +180,66 @@ def save_artifacts(cache_dir: Path, key: dict[str, Any]) -> Path | None:
     with atomic_output(folder / f"{kid}.json") as tmp:
         tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
     return folder / f"{kid}.bin"
+
+
+class CompileClock:
+    """Where the run's compile time went: torch's own compile timers and cache counters, split by stage.
+
+    A monitor listener (``on_stage_end``): at each stage's end it reads torch's cumulative compile timers
+    (``torch._dynamo.utils.calculate_time_spent``: Dynamo tracing and guards, AOT autograd, inductor, the wait for
+    async kernel compiles; plus a few finer timers of ``compilation_time_metrics`` that say what a warm cache still
+    costs, see ``DETAIL``) and the compile caches' hit / miss counters, and charges what grew since the last read
+    to the innermost stage that just ended. Time a kernel library spends building its own kernels outside
+    torch.compile (FlashAttention-4's CuTe DSL) is not in these timers.
+    """
+
+    SOURCE = ("torch._dynamo.utils.calculate_time_spent() and compilation_time_metrics (seconds), "
+              "torch._dynamo.utils.counters (cache hits / misses); cumulative in this process, charged to the "
+              "stage that ended")
+    #: finer timers: Dynamo's bytecode tracing and guards, loading a cached compiled graph (AOT autograd's and
+    #: inductor's caches), inductor's module load, the wait for kernels compiled in the background
+    DETAIL = ("bytecode_tracing", "build_guards", "AOTAutogradCache.inductor_load", "PyCodeCache.load_by_key_path",
+              "async_compile.wait")
+    #: cache counters: (counters group, key)
+    COUNTERS = (("aot_autograd", "autograd_cache_hit"), ("aot_autograd", "autograd_cache_miss"),
+                ("aot_autograd", "autograd_cache_bypass"), ("inductor", "fxgraph_cache_hit"),
+                ("inductor", "fxgraph_cache_miss"), ("inductor", "fxgraph_cache_bypass"),
+                ("stats", "unique_graphs"))
+
+    def __init__(self) -> None:
+        self._last = self._read()
+        self.by_stage: dict[str, dict[str, float]] = {}
+        self.counts_by_stage: dict[str, dict[str, int]] = {}
+
+    @classmethod
+    def _read(cls) -> tuple[dict[str, float], dict[str, int]]:
+        try:
+            from torch._dynamo.utils import calculate_time_spent, compilation_time_metrics, counters
+
+            times = {k: float(v) for k, v in calculate_time_spent().items()}
+            for k in cls.DETAIL:
+                if k in compilation_time_metrics and k not in times:
+                    times[k] = float(sum(compilation_time_metrics[k]))
+            counts = {f"{g}.{k}": int(counters[g][k]) for g, k in cls.COUNTERS if counters[g][k]}
+            return times, counts
+        except Exception:  # noqa: BLE001 - a torch without these timers: nothing to charge
+            return {}, {}
+
+    def on_stage_end(self, rec: Any) -> None:
+        """Monitor listener: charge the compile time that grew during ``rec`` to it (never raises)."""
+        (t_now, c_now), (t_last, c_last) = self._read(), self._last
+        self._last = (t_now, c_now)
+        grew = {k: round(v - t_last.get(k, 0.0), 4) for k, v in t_now.items() if v - t_last.get(k, 0.0) > 1e-4}
+        counted = {k: v - c_last.get(k, 0) for k, v in c_now.items() if v - c_last.get(k, 0) > 0}
+        if grew:
+            slot = self.by_stage.setdefault(rec.name, {})
+            for k, v in grew.items():
+                slot[k] = round(slot.get(k, 0.0) + v, 4)
+        if counted:
+            cslot = self.counts_by_stage.setdefault(rec.name, {})
+            for k, n in counted.items():
+                cslot[k] = cslot.get(k, 0) + n
+
+    def to_dict(self) -> dict[str, Any]:
+        """As recorded in reports (``run.compile_time``)."""
+        return {"source": self.SOURCE, "by_stage": self.by_stage, "counts_by_stage": self.counts_by_stage}

@@ -76,6 +76,7 @@ class RunConfig:
     encode_overlap: bool = _default("encode_overlap")
     attention_backend: str = _default("attention_backend")
     vae_layout: str = _default("vae_layout")
+    vae_compile: str = _default("vae_compile")
     # Filled by validation:
     resolved_weights: str = field(default="", repr=False)
     weights_note: str = field(default="", repr=False)
@@ -169,7 +170,7 @@ def validate(cfg: RunConfig, *, world_size: int | None = None, cuda_available: b
         check_value(f, resolved[f.name], p)
     r = dataclasses.replace(cfg, **resolved)
 
-    validate_fastpath(r.compile, r.attention_backend, r.ulysses_size, r.vae_layout)
+    validate_fastpath(r.compile, r.attention_backend, r.ulysses_size, r.vae_layout, r.vae_compile)
     ws = env_world_size() if world_size is None else world_size
     w, h = r.width_height
     tokens = video_tokens(r.frame_num, h, w, p.vae_stride, p.patch_size)

@@ -19,6 +19,12 @@
   NDHWC kernels; the same function, other rounding). ``auto`` picks per device (see ``VAE_LAYOUT_AUTO``):
   channels-last on CUDA, where a bf16 decode of 121 frames at 720p took 6.26 → 5.89 s (H100) and
   5.85 → 5.48 s (H200), 10.54 → 9.64 GiB above the weights, PSNR vs fp32 unchanged (52.1 dB).
+- ``vae_compile`` (off by default): ``torch.compile`` of each residual block of the VAE decoder (fuses its RMS
+  norms, SiLU and causal padding around cuDNN's convolutions). Measured on H200 (``h200/s7/a``, 121 frames at
+  720p): the compiled decode itself is about 1 s faster (6.0 → ~5.0 s), but every process pays Dynamo's tracing
+  of its graphs again — 75.5 s of compiling with empty caches, 12.3 s with warm inductor caches or loaded
+  artifacts — and the job's peak reserved memory rose 14.38 → 17.76 GiB (``h200/s7/b``). It never pays within one
+  video, so ``auto`` is ``none``; ``blocks`` is there for measuring it.
 - ``cudnn_benchmark`` (off by default): cuDNN autotuning of the VAE's conv3d. Measured on H100: no gain
   in the steady state (6.26 s both ways); a run decodes once, so the tuning could only add time.
 """
@@ -49,6 +55,7 @@ ATTENTION_BACKENDS = {
     "flash4": "_native_flash",
 }
 COMPILE_MODES = ("auto", "none", "blocks")
+VAE_COMPILE_MODES = ("auto", "none", "blocks")
 VAE_LAYOUTS = ("auto", "contiguous", "channels_last")
 # What ``--vae_layout auto`` means per device type. CUDA: from the H100/H200 measurement of
 # benchmark/perf_fastpath.py --sections vae (benchmark/results/h100/s3, h200/s3). The CPU keeps the
@@ -66,6 +73,7 @@ class FastPath:
     cudnn_benchmark: bool = False
     vae_layout: str = "auto"
     attention_note: str = ""  # how 'auto' chose the attention backend, or why it fell back
+    vae_compile: str = "auto"
 
     def resolve(self, device: torch.device, vae_dtype: torch.dtype = torch.bfloat16,
                 context_parallel: bool = False) -> FastPath:
@@ -93,8 +101,10 @@ class FastPath:
         layout = self.vae_layout
         if layout == "auto":  # measured for the bf16 VAE only; an fp32 VAE keeps the contiguous layout
             layout = VAE_LAYOUT_AUTO.get(device.type, "contiguous") if vae_dtype == torch.bfloat16 else "contiguous"
+        # measured on H200 (h200/s7): a warm process still spends 12 s compiling to save 1 s of decoding
+        vae_compile = "none" if self.vae_compile == "auto" else self.vae_compile
         return FastPath(self.scalar_timestep, compile_mode, backend, self.cudnn_benchmark and device.type == "cuda",
-                        layout, note)
+                        layout, note, vae_compile)
 
     def to_dict(self) -> dict[str, Any]:
         """Settings as recorded in reports."""
@@ -131,7 +141,9 @@ class FastPath:
             dit.compile_repeated_blocks(fullgraph=True)
 
     def apply_vae(self, vae: Any) -> None:
-        """Put the conv weights of ``vae`` in the chosen layout (in place; a no-op for ``contiguous``)."""
+        """Put the conv weights of ``vae`` in the chosen layout and compile its decoder blocks (in place)."""
+        if self.vae_compile == "blocks":
+            compile_vae_blocks(vae)
         if self.vae_layout != "channels_last":
             return
         for m in vae.modules():
@@ -150,6 +162,25 @@ class FastPath:
         """Process-wide switches (cuDNN autotuning for the VAE's 3-D convolutions)."""
         if self.cudnn_benchmark:
             torch.backends.cudnn.benchmark = True
+
+
+def compile_vae_blocks(vae: Any) -> int:
+    """``torch.compile`` each residual block of the VAE decoder in place; returns the number of blocks.
+
+    Shapes differ per block and per latent frame (the first chunk, the empty causal cache), so Dynamo's
+    recompile limits are raised for this process. ``dynamic=False``: automatic dynamic shapes failed to lower
+    on the CPU (torch 2.13).
+    """
+    from diffusers.models.autoencoders.autoencoder_kl_wan import WanResidualBlock
+
+    cfg = torch._dynamo.config
+    for key, at_least in (("recompile_limit", 64), ("accumulated_recompile_limit", 512)):
+        if hasattr(cfg, key):
+            setattr(cfg, key, max(getattr(cfg, key), at_least))
+    blocks = [m for m in vae.decoder.modules() if isinstance(m, WanResidualBlock)]
+    for b in blocks:
+        b.compile(dynamic=False)
+    return len(blocks)
 
 
 def fa4_unavailable(device: torch.device | None = None) -> str | None:
@@ -232,11 +263,15 @@ def fa4_smoke_test(device: torch.device) -> None:
 
 
 def validate_fastpath(compile_mode: str, attention_backend: str, ulysses_size: int = 1,
-                      vae_layout: str = "auto") -> None:
-    """One-line errors for bad --compile / --attention_backend / --vae_layout values (before any weights load).
+                      vae_layout: str = "auto", vae_compile: str = "auto") -> None:
+    """One-line errors for bad --compile / --attention_backend / --vae_layout / --vae_compile values.
+
+    Raised before any weights load.
 
     Whether ``flash4`` can run depends on the device too; ``config.validate`` checks it once the device is known.
     """
+    if vae_compile not in VAE_COMPILE_MODES:
+        raise ConfigError(f"--vae_compile: {vae_compile!r} is not allowed; allowed: {', '.join(VAE_COMPILE_MODES)}")
     if vae_layout not in VAE_LAYOUTS:
         raise ConfigError(f"--vae_layout: {vae_layout!r} is not allowed; allowed: {', '.join(VAE_LAYOUTS)}")
     if compile_mode == "blocks" and ulysses_size > 1:

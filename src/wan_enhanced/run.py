@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .compile_cache import CacheState
+from .compile_cache import CacheState, CompileClock
 from .config import RunConfig
 from .errors import UserError
 from .parallel import ParallelContext, init_parallel, shutdown
@@ -133,6 +133,10 @@ def run_generation(cfg: RunConfig, *, progress: bool = True, sample_interval_s: 
         journal = Journal(cfg.report_file, snapshot)
         monitor.on_stage_end.append(journal.on_stage_end)
     cache = prepare_cache(cfg, device, pipe)
+    clock = CompileClock()
+    monitor.on_stage_end.insert(0, clock.on_stage_end)  # before the journal: its snapshot holds the stage
+    pipe.compile_clock = clock
+    pipe.process_start_to_total_s = process_age_s()  # the process's seconds before the run's Total
     monitor.start()
     try:
         with monitor.stage(TOTAL.name, TOTAL.comment):
@@ -183,10 +187,22 @@ def run_generation(cfg: RunConfig, *, progress: bool = True, sample_interval_s: 
     return RunOutcome(pipe.result, report, status, code, message)
 
 
+def process_age_s() -> float | None:
+    """Seconds since this process started (psutil's create time; ``None`` where it cannot be read)."""
+    import time
+
+    try:
+        import psutil
+
+        return round(time.time() - psutil.Process().create_time(), 3)
+    except Exception:  # noqa: BLE001 - no psutil or no /proc: unavailable, said in the report
+        return None
+
+
 def cache_settings(cfg: RunConfig, pipe: TI2VPipeline) -> dict[str, Any]:
     """The settings that shape the compiled graphs, as resolved for this run (the artifacts' key)."""
     return {**cfg.to_dict(), "compile": pipe.fast.compile, "attention_backend": pipe.fast.attention_backend,
-            "vae_layout": pipe.fast.vae_layout}
+            "vae_layout": pipe.fast.vae_layout, "vae_compile": pipe.fast.vae_compile}
 
 
 def prepare_cache(cfg: RunConfig, device: torch.device, pipe: TI2VPipeline) -> CacheState:
@@ -194,7 +210,7 @@ def prepare_cache(cfg: RunConfig, device: torch.device, pipe: TI2VPipeline) -> C
     from .compile_cache import default_cache_dir, use_cache_dir
 
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
-    if pipe.fast.compile == "none":  # nothing compiles: the compilers' caches are left alone
+    if pipe.fast.compile == "none" and pipe.fast.vae_compile == "none":  # nothing compiles: caches left alone
         return CacheState(str(cache_dir), {}, "not needed", "this run compiles nothing (--compile none, or a CPU run)")
     try:
         env = use_cache_dir(cache_dir)
@@ -253,6 +269,16 @@ def _run_info(cfg: RunConfig, pipe: TI2VPipeline, budget: Any) -> dict[str, Any]
     cache = getattr(pipe, "compile_cache", None)
     if cache is not None:
         run["compile_cache"] = cache.to_dict()
+    if hasattr(pipe, "process_start_to_total_s"):
+        age = pipe.process_start_to_total_s
+        run["process"] = {"start_to_total_s": age, "source": "psutil.Process().create_time() to Total's start",
+                          "note": ("interpreter start, imports, flag checks, system info, building the pipeline; "
+                                   "the report's writing and the process's exit come after Total and are in no "
+                                   "report (a suite's runner times the whole process)")
+                          if age is not None else "unavailable: the process's start time could not be read"}
+    clock = getattr(pipe, "compile_clock", None)
+    if clock is not None:
+        run["compile_time"] = clock.to_dict()
     run["residency"] = pipe.residency.policy
     run["fast_path"] = pipe.fast.to_dict()  # the levers actually in force ('auto' resolved for this device)
     run["memory_budget"] = budget

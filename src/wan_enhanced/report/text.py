@@ -309,6 +309,15 @@ def format_report(report: dict[str, Any], collapse_over: int = COLLAPSE_STEPS_OV
     created = report.get("created")
     if created:
         head.append(f"Report created {created}")
+    age = (run.get("process") or {}).get("start_to_total_s")
+    if isinstance(age, int | float):
+        head.append(f"Before Total: {age:.2f} s since the process started (imports, checks, set-up); the report's "
+                    "writing and the exit come after it")
+    paid = ((run.get("compile_time") or {}).get("by_stage") or {})
+    spent = [f"{stage} {t['entire_frame_compile']:.2f} s" for stage, t in paid.items()
+             if isinstance(t.get("entire_frame_compile"), int | float)]
+    if spent:
+        head.append("torch.compile's own timers (inside the stages): " + ", ".join(spent))
     parts = ["\n".join(head)] if head else []
     parts += [format_table(report, collapse_over), format_summary(report), format_sources(report)]
     return "\n\n".join(parts) + "\n"
