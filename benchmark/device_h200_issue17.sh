@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Issue 17 on one lent H200: three calls, on the same machine when the lender keeps it warm.
+# Issue 17 on one lent H200: three calls, on the same machine when the lender keeps it warm (run 2026-12-02:
+# benchmark/results/h200/s7/, README there).
 # FA4 and the H.264 encoder do not fit one call's carry, so they are unpacked into .site/ (git-ignored; it stays on a
 # warm machine) over the first two calls:
 #   call 1 (carry .ff): bash benchmark/device_h200_issue17.sh a   # levers 2 and 3: decode/encode overlap, compiled VAE

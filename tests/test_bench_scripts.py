@@ -79,3 +79,21 @@ def test_load_official_script_on_the_tiny_preset(tmp_path):
     assert proc.returncode == 0, proc.stderr
     res = json.loads(out.read_text())
     assert {(r["cache"], r["model"]) for r in res["runs"]} == {(c, m) for c in ("cold", "warm") for m in ("dit", "t5", "vae")}
+
+
+def test_issue17_table_groups_runs_and_takes_the_loading_out(tmp_path, capsys):
+    """benchmark/issue17_table.py: job excl. load = Total − the three Load_* stages; art_1 + art_2 → one group."""
+    gold = json.loads((ROOT / "tests" / "fixtures" / "golden" / "tiny_t2v_issue15.json").read_text())
+    st = {s["name"]: s["duration_s"] for s in gold["stages"]}
+    for k in (1, 2):
+        (tmp_path / f"art_{k}.json").write_text(json.dumps(gold))
+    mod = _script("issue17_table")
+    summary = mod.summarize(sorted(tmp_path.glob("art_*.json")))
+    assert list(summary) == ["art"] and len(summary["art"]["runs"]) == 2
+    r = summary["art"]["runs"][0]
+    loads = st["Load_Text_Encoder"] + st["Load_VAE"] + st["Load_DiT"]
+    assert r["job_excl_load_s"] == pytest.approx(st["Total"] - loads)
+    assert r["decode_plus_mp4_s"] is None and r["vae_decoding_s"] == st["VAE_Decoding"]  # no mp4 in that run
+    assert summary["art"]["stats"]["job_excl_load_s"]["n"] == 2
+    assert mod.main([str(p) for p in sorted(tmp_path.glob("art_*.json"))]) == 0
+    assert "| art | 2 |" in capsys.readouterr().out

@@ -1,0 +1,156 @@
+"""Issue 17, lever 4 (an experiment, not used by the pipeline): q/k RMSNorm across heads + RoPE in one Triton pass.
+
+What the Wan attention does between its q/k projections and the attention kernel (diffusers' ``WanAttnProcessor``):
+``torch.nn.RMSNorm(heads * head_dim)`` over the whole projected row (fp32 math, one rounding to bf16), the row split
+into heads, then the rotary embedding on interleaved pairs (``x1 * cos - x2 * sin``, ``x1 * sin + x2 * cos`` in fp32,
+rounded to bf16). Inside the regionally compiled blocks inductor emits this as a reduction kernel; the H200 profile
+of one forward (``h200/s4/dit_fa4.json``) has it at 21.7 ms per forward (60 calls: q and k of 30 blocks), which is
+about 0.9 TB/s of the H200's ~4.8 TB/s for the 27,280 × 3,072 bf16 rows it reads and writes.
+
+This script times, on a GPU, that same computation compiled by inductor (the reference, diffusers' code) against
+one Triton program per token row (``rms_rope``), and checks their agreement. Measured on an H200
+(``h200/s7/lever4/``, 27,280 tokens, median of 7 × 10 calls): eager 1.478 ms, inductor 0.312 ms (1.07 TB/s),
+``rms_rope`` **0.147 ms** (2.28 TB/s) per call — 18.7 → 8.8 ms per forward (60 calls), about 1.2 % of the 0.837 s
+forward. ``rms_rope`` equals the eager reference to 1 bf16 step (99.997 % of the values identical, rel L2 1.8e-5);
+inductor's fusion itself differs from eager by rel L2 0.27 % (other rounding). Not yet wired into the pipeline:
+that needs it as a custom op inside the compiled blocks and a DiT forward checked against fp32 (issue 17).
+
+    python benchmark/fused_qk_rope.py --out fused_qk_rope.json            # GPU
+    TRITON_INTERPRET=1 python benchmark/fused_qk_rope.py --check_only --tokens 64   # CPU, Triton's interpreter
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import torch
+import triton
+import triton.language as tl
+
+HEADS, HEAD_DIM = 24, 128  # Wan2.2 TI2V-5B: dim 3072
+EPS = 1e-6
+
+
+def reference(x: torch.Tensor, norm: torch.nn.RMSNorm, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """diffusers' code path: RMSNorm over the row, split into heads, RoPE on interleaved pairs → (B, S, H, D)."""
+    y = norm(x).unflatten(2, (HEADS, -1))
+    x1, x2 = y.unflatten(-1, (-1, 2)).unbind(-1)
+    c, s = cos[..., 0::2], sin[..., 1::2]
+    out = torch.empty_like(y)
+    out[..., 0::2] = x1 * c - x2 * s
+    out[..., 1::2] = x1 * s + x2 * c
+    return out.type_as(y)
+
+
+@triton.jit
+def _round_bf16(x):
+    """fp32 → the nearest bf16 (ties to even), kept in fp32: the same rounding on the GPU and in Triton's CPU
+    interpreter (whose own ``.to(tl.bfloat16)`` truncates)."""
+    u = x.to(tl.uint32, bitcast=True)
+    u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
+    return u.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _rms_rope_kernel(x_ptr, w_ptr, cos_ptr, sin_ptr, y_ptr, seq, eps,
+                     N: tl.constexpr, D: tl.constexpr, HALF: tl.constexpr):
+    row = tl.program_id(0)  # one token of one sample
+    pos = row % seq
+    j = tl.arange(0, HALF)  # pair index over the whole row (N // 2 pairs, padded to a power of two)
+    live = j < N // 2
+    even = 2 * j
+    xe = tl.load(x_ptr + row * N + even, mask=live, other=0.0).to(tl.float32)
+    xo = tl.load(x_ptr + row * N + even + 1, mask=live, other=0.0).to(tl.float32)
+    rstd = tl.rsqrt((tl.sum(xe * xe, axis=0) + tl.sum(xo * xo, axis=0)) / N + eps)
+    we = tl.load(w_ptr + even, mask=live, other=0.0).to(tl.float32)
+    wo = tl.load(w_ptr + even + 1, mask=live, other=0.0).to(tl.float32)
+    ye = _round_bf16(xe * rstd * we)  # RMSNorm's one rounding, as torch's
+    yo = _round_bf16(xo * rstd * wo)
+    d = even % D  # position inside the head
+    c = tl.load(cos_ptr + pos * D + d, mask=live, other=0.0)
+    s = tl.load(sin_ptr + pos * D + d + 1, mask=live, other=0.0)
+    tl.store(y_ptr + row * N + even, _round_bf16(ye * c - yo * s).to(tl.bfloat16), mask=live)
+    tl.store(y_ptr + row * N + even + 1, _round_bf16(ye * s + yo * c).to(tl.bfloat16), mask=live)
+
+
+def rms_rope(x: torch.Tensor, weight: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+             eps: float = EPS) -> torch.Tensor:
+    """The same as ``reference`` in one pass: ``x`` (B, S, H·D) bf16 contiguous, ``cos``/``sin`` (1, S, 1, D) fp32."""
+    b, seq, n = x.shape
+    y = torch.empty_like(x)
+    half = triton.next_power_of_2(n // 2)
+    _rms_rope_kernel[(b * seq,)](x, weight, cos.contiguous(), sin.contiguous(), y, seq, eps,
+                                 N=n, D=HEAD_DIM, HALF=half, num_warps=8)
+    return y.unflatten(2, (HEADS, -1))
+
+
+def inputs(tokens: int, device: str) -> tuple:
+    g = torch.Generator("cpu").manual_seed(0)
+    x = (torch.randn(1, tokens, HEADS * HEAD_DIM, generator=g) * 2).to(device, torch.bfloat16)
+    norm = torch.nn.RMSNorm(HEADS * HEAD_DIM, eps=EPS).to(device, torch.bfloat16)
+    with torch.no_grad():
+        norm.weight.copy_((torch.randn(HEADS * HEAD_DIM, generator=g) * 0.2 + 1).to(device, torch.bfloat16))
+    angle = torch.randn(1, tokens, 1, HEAD_DIM, generator=g).to(device)
+    return x, norm, angle.cos(), angle.sin()
+
+
+def compare(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
+    d = (a.float() - b.float())
+    return {"max_abs": d.abs().max().item(), "rel_l2": (d.norm() / b.float().norm()).item(),
+            "equal_fraction": (a == b).float().mean().item()}
+
+
+def cuda_ms(fn, repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(10):
+            fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 10)
+    return times
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tokens", type=int, default=27280)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--check_only", action="store_true", help="agreement only (no timing): the CPU interpreter")
+    ap.add_argument("--out", type=Path, default=None)
+    a = ap.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    x, norm, cos, sin = inputs(a.tokens, device)
+    with torch.no_grad():
+        ref = reference(x, norm, cos, sin)
+        got = rms_rope(x, norm.weight, cos, sin)
+        out: dict = {"tokens": a.tokens, "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+                     "torch": torch.__version__, "triton": triton.__version__,
+                     "agreement_vs_eager_reference": compare(got, ref)}
+        if not a.check_only and device == "cuda":
+            compiled = torch.compile(reference, fullgraph=True)
+            ref_c = compiled(x, norm, cos, sin)
+            out["agreement_inductor_vs_eager"] = compare(ref_c, ref)
+            out["agreement_vs_inductor"] = compare(got, ref_c)
+            moved = 2 * x.numel() * x.element_size()  # read the row, write the row (weights, cos, sin: cached)
+            for name, fn in (("eager", lambda: reference(x, norm, cos, sin)),
+                             ("inductor", lambda: compiled(x, norm, cos, sin)),
+                             ("triton_rms_rope", lambda: rms_rope(x, norm.weight, cos, sin))):
+                fn()
+                ms = cuda_ms(fn, a.repeats)
+                med = statistics.median(ms)
+                out[name] = {"median_ms": med, "ms": ms, "tb_per_s": moved / med / 1e9,
+                             "per_forward_ms_60_calls": 60 * med}
+    print(json.dumps(out, indent=1))
+    if a.out:
+        a.out.write_text(json.dumps(out, indent=1), encoding="utf-8")
+    agree = out["agreement_vs_eager_reference"]
+    return 0 if agree["max_abs"] <= 0.0625 and agree["rel_l2"] < 4e-3 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
