@@ -6,6 +6,7 @@
 #   call 1 (carry .ff): bash benchmark/device_h200_issue17.sh a   # levers 2 and 3: decode/encode overlap, compiled VAE
 #   call 2 (carry .fa): bash benchmark/device_h200_issue17.sh b   # lever 1: warmup (cold), then 50-step jobs
 #   call 3 (carry .fa): bash benchmark/device_h200_issue17.sh c   # more 50-step jobs; diffusers plain in the same call
+#   call 4 (carry .fa): bash benchmark/device_h200_issue17.sh d   # lever 4 in the whole forward: NOT YET RUN
 # Every run is `generate.py --task ti2v-5B --weights random` (1280x704, 121 frames, CFG 5) with default flags unless
 # said. Logs and reports go to $OUT/<phase>/, tarred at the end; the last thing printed is the table.
 set -uo pipefail
@@ -75,6 +76,16 @@ case $phase in
     echo "peers rc=$? process $((SECONDS - t0)) s" | tee -a "$O/processes.txt"
     run warm_3 125 --cache_dir /tmp/c17a
     ;;
+  d)  # lever 4: the fused q/k RMSNorm + RoPE in the compiled forward (off writes the reference output, on compares)
+    timeout 60 python3 -m pytest -m gpu -q tests/test_qk_norm_rope.py > "$O/gpu_test.log" 2>&1
+    echo "gpu test rc=$?" | tee -a "$O/processes.txt"
+    for f in off on; do
+      t0=$SECONDS
+      timeout 200 python3 benchmark/perf_fastpath.py --sections dit_fast --cfg_batch2 off --repeats 5 \
+        --fused_qk_rope $f --dit_ref /tmp/dit_ref17.pt --out "$O/dit_fast_$f.json" > "$O/dit_fast_$f.log" 2>&1
+      echo "dit_fast $f rc=$? process $((SECONDS - t0)) s" | tee -a "$O/processes.txt"
+    done
+    grep -h "forward\|rel_l2" "$O"/dit_fast_*.log | tail -8 ;;
 esac
 python3 benchmark/issue17_table.py --out "$O/summary.json" "$O"/*.json > "$O/table.md" 2> "$O/table.err"
 tar -czf "$OUT/issue17_$phase.tar.gz" -C "$OUT" "$phase"

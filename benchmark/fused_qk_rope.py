@@ -8,7 +8,7 @@ of one forward (``h200/s4/dit_fa4.json``) has it at 21.7 ms per forward (60 call
 about 0.9 TB/s of the H200's ~4.8 TB/s for the 27,280 × 3,072 bf16 rows it reads and writes.
 
 This script times, on a GPU, that same computation compiled by inductor (the reference, diffusers' code) against
-one Triton program per token row (``rms_rope``), and checks their agreement. Measured on an H200
+one Triton program per token row (``rms_rope``, the op of ``wan_enhanced.qk_norm_rope``), and checks their agreement. Measured on an H200
 (``h200/s7/lever4/``, 27,280 tokens, median of 7 × 10 calls): eager 1.478 ms, inductor 0.312 ms (1.07 TB/s),
 ``rms_rope`` **0.147 ms** (2.28 TB/s) per call — 18.7 → 8.8 ms per forward (60 calls), about 1.2 % of the 0.837 s
 forward. ``rms_rope`` equals the eager reference to 1 bf16 step (99.997 % of the values identical, rel L2 1.8e-5);
@@ -28,63 +28,22 @@ from pathlib import Path
 
 import torch
 import triton
-import triton.language as tl
+
+from wan_enhanced.qk_norm_rope import reference as _reference
+from wan_enhanced.qk_norm_rope import rms_rope as _rms_rope
 
 HEADS, HEAD_DIM = 24, 128  # Wan2.2 TI2V-5B: dim 3072
 EPS = 1e-6
 
 
 def reference(x: torch.Tensor, norm: torch.nn.RMSNorm, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """diffusers' code path: RMSNorm over the row, split into heads, RoPE on interleaved pairs → (B, S, H, D)."""
-    y = norm(x).unflatten(2, (HEADS, -1))
-    x1, x2 = y.unflatten(-1, (-1, 2)).unbind(-1)
-    c, s = cos[..., 0::2], sin[..., 1::2]
-    out = torch.empty_like(y)
-    out[..., 0::2] = x1 * c - x2 * s
-    out[..., 1::2] = x1 * s + x2 * c
-    return out.type_as(y)
+    """diffusers' code path (``wan_enhanced.qk_norm_rope.reference``) for 24 heads."""
+    return _reference(x, norm, HEADS, cos, sin)
 
 
-@triton.jit
-def _round_bf16(x):
-    """fp32 → the nearest bf16 (ties to even), kept in fp32: the same rounding on the GPU and in Triton's CPU
-    interpreter (whose own ``.to(tl.bfloat16)`` truncates)."""
-    u = x.to(tl.uint32, bitcast=True)
-    u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
-    return u.to(tl.float32, bitcast=True)
-
-
-@triton.jit
-def _rms_rope_kernel(x_ptr, w_ptr, cos_ptr, sin_ptr, y_ptr, seq, eps,
-                     N: tl.constexpr, D: tl.constexpr, HALF: tl.constexpr):
-    row = tl.program_id(0)  # one token of one sample
-    pos = row % seq
-    j = tl.arange(0, HALF)  # pair index over the whole row (N // 2 pairs, padded to a power of two)
-    live = j < N // 2
-    even = 2 * j
-    xe = tl.load(x_ptr + row * N + even, mask=live, other=0.0).to(tl.float32)
-    xo = tl.load(x_ptr + row * N + even + 1, mask=live, other=0.0).to(tl.float32)
-    rstd = tl.rsqrt((tl.sum(xe * xe, axis=0) + tl.sum(xo * xo, axis=0)) / N + eps)
-    we = tl.load(w_ptr + even, mask=live, other=0.0).to(tl.float32)
-    wo = tl.load(w_ptr + even + 1, mask=live, other=0.0).to(tl.float32)
-    ye = _round_bf16(xe * rstd * we)  # RMSNorm's one rounding, as torch's
-    yo = _round_bf16(xo * rstd * wo)
-    d = even % D  # position inside the head
-    c = tl.load(cos_ptr + pos * D + d, mask=live, other=0.0)
-    s = tl.load(sin_ptr + pos * D + d + 1, mask=live, other=0.0)
-    tl.store(y_ptr + row * N + even, _round_bf16(ye * c - yo * s).to(tl.bfloat16), mask=live)
-    tl.store(y_ptr + row * N + even + 1, _round_bf16(ye * s + yo * c).to(tl.bfloat16), mask=live)
-
-
-def rms_rope(x: torch.Tensor, weight: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-             eps: float = EPS) -> torch.Tensor:
-    """The same as ``reference`` in one pass: ``x`` (B, S, H·D) bf16 contiguous, ``cos``/``sin`` (1, S, 1, D) fp32."""
-    b, seq, n = x.shape
-    y = torch.empty_like(x)
-    half = triton.next_power_of_2(n // 2)
-    _rms_rope_kernel[(b * seq,)](x, weight, cos.contiguous(), sin.contiguous(), y, seq, eps,
-                                 N=n, D=HEAD_DIM, HALF=half, num_warps=8)
-    return y.unflatten(2, (HEADS, -1))
+def rms_rope(x: torch.Tensor, norm: torch.nn.RMSNorm, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """The one-pass Triton op (``wan_enhanced.qk_norm_rope``); it needs CUDA tensors, or Triton's interpreter."""
+    return _rms_rope(x, norm, HEADS, cos, sin)
 
 
 def inputs(tokens: int, device: str) -> tuple:
@@ -127,7 +86,7 @@ def main() -> int:
     x, norm, cos, sin = inputs(a.tokens, device)
     with torch.no_grad():
         ref = reference(x, norm, cos, sin)
-        got = rms_rope(x, norm.weight, cos, sin)
+        got = rms_rope(x, norm, cos, sin)
         out: dict = {"tokens": a.tokens, "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
                      "torch": torch.__version__, "triton": triton.__version__,
                      "agreement_vs_eager_reference": compare(got, ref)}
@@ -139,7 +98,7 @@ def main() -> int:
             moved = 2 * x.numel() * x.element_size()  # read the row, write the row (weights, cos, sin: cached)
             for name, fn in (("eager", lambda: reference(x, norm, cos, sin)),
                              ("inductor", lambda: compiled(x, norm, cos, sin)),
-                             ("triton_rms_rope", lambda: rms_rope(x, norm.weight, cos, sin))):
+                             ("triton_rms_rope", lambda: rms_rope(x, norm, cos, sin))):
                 fn()
                 ms = cuda_ms(fn, a.repeats)
                 med = statistics.median(ms)

@@ -198,7 +198,7 @@ def section_dit_fast(args, preset, out: dict) -> None:
     pipe = TI2VPipeline(cfg, progress=False)
     shape = pipe.latent_shape
     dit = random_dit(preset, dev)
-    fast = FastPath(attention_backend=args.fast_backend).resolve(dev)
+    fast = FastPath(attention_backend=args.fast_backend, fused_qk_rope=args.fused_qk_rope).resolve(dev)
     if args.dit_compile_mode != "default" and fast.compile == "blocks":
         # the same regional compile with another torch.compile mode (autotuned GEMMs, CUDA graphs)
         FastPath(attention_backend=fast.attention_backend, compile="none").apply_dit(dit, dev)
@@ -471,6 +471,8 @@ def main() -> int:
                     help="attention backend of the fast path in section dit_fast and dit's latent check")
     ap.add_argument("--dit_compile_mode", default="default", choices=DIT_COMPILE_MODES,
                     help="torch.compile mode of the regional compile in section dit_fast")
+    ap.add_argument("--fused_qk_rope", default="off", choices=("off", "on"),
+                    help="section dit_fast: the fused q/k RMSNorm + RoPE pass (issue 17, lever 4)")
     ap.add_argument("--dit_ref", default="", help="section dit_fast: file of a reference forward output: "
                     "compared with if present, else written")
     ap.add_argument("--cfg_batch2", default="on", choices=("on", "off"),

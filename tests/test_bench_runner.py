@@ -264,7 +264,8 @@ def test_case_argv_round_trips_through_the_generate_parser():
               "offload_model": False, "t5_cpu": True, "convert_model_dtype": True, "ulysses_size": 2,
               "cfg_parallel": True, "save_file": "v.mp4", "save_latents": "l.pt", "memory_budget_gb": 15.5,
               "vae_dtype": "bf16", "compile": "none", "attention_backend": "native", "vae_layout": "contiguous",
-              "device": "cuda:1", "warmup": True, "encode_overlap": False, "cache_dir": "cc", "vae_compile": "blocks"}
+              "device": "cuda:1", "warmup": True, "encode_overlap": False, "cache_dir": "cc", "vae_compile": "blocks",
+              "fused_qk_rope": "on"}
     assert set(values) == {f.name for f in CONFIG_FLAGS if not f.runner}
     suite = parse_suite_config({"global_settings": copy.deepcopy(values), "test_cases": [{"name": "a"}]})
     argv = case_argv(suite.cases[0])

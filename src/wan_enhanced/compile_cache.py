@@ -27,7 +27,7 @@ TOOL_DIRS = {"TORCHINDUCTOR_CACHE_DIR": "inductor", "TRITON_CACHE_DIR": "triton"
 FA4_CACHE_SWITCH = "FLASH_ATTENTION_CUTE_DSL_CACHE_ENABLED"
 #: the settings of a run that change what is compiled (besides the machine and the packages)
 KEY_SETTINGS = ("task", "size", "frame_num", "compile", "attention_backend", "vae_dtype", "vae_layout",
-                "vae_compile", "sample_guide_scale", "ulysses_size", "cfg_parallel")
+                "vae_compile", "fused_qk_rope", "sample_guide_scale", "ulysses_size", "cfg_parallel")
 
 
 def default_cache_dir() -> Path:

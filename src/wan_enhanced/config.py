@@ -77,6 +77,7 @@ class RunConfig:
     attention_backend: str = _default("attention_backend")
     vae_layout: str = _default("vae_layout")
     vae_compile: str = _default("vae_compile")
+    fused_qk_rope: str = _default("fused_qk_rope")
     # Filled by validation:
     resolved_weights: str = field(default="", repr=False)
     weights_note: str = field(default="", repr=False)
@@ -170,7 +171,8 @@ def validate(cfg: RunConfig, *, world_size: int | None = None, cuda_available: b
         check_value(f, resolved[f.name], p)
     r = dataclasses.replace(cfg, **resolved)
 
-    validate_fastpath(r.compile, r.attention_backend, r.ulysses_size, r.vae_layout, r.vae_compile)
+    validate_fastpath(r.compile, r.attention_backend, r.ulysses_size, r.vae_layout, r.vae_compile,
+                      r.fused_qk_rope)
     ws = env_world_size() if world_size is None else world_size
     w, h = r.width_height
     tokens = video_tokens(r.frame_num, h, w, p.vae_stride, p.patch_size)

@@ -25,6 +25,9 @@
   of its graphs again — 75.5 s of compiling with empty caches, 12.3 s with warm inductor caches or loaded
   artifacts — and the job's peak reserved memory rose 14.38 → 17.76 GiB (``h200/s7/b``). It never pays within one
   video, so ``auto`` is ``none``; ``blocks`` is there for measuring it.
+- ``fused_qk_rope`` (off by default): the self-attention's q/k RMSNorm + RoPE as one Triton pass
+  (``qk_norm_rope``; measured alone on H200: 18.7 → 8.8 ms per forward). ``auto`` is ``off`` until a whole
+  forward has been measured with it; not under Ulysses.
 - ``cudnn_benchmark`` (off by default): cuDNN autotuning of the VAE's conv3d. Measured on H100: no gain
   in the steady state (6.26 s both ways); a run decodes once, so the tuning could only add time.
 """
@@ -56,6 +59,7 @@ ATTENTION_BACKENDS = {
 }
 COMPILE_MODES = ("auto", "none", "blocks")
 VAE_COMPILE_MODES = ("auto", "none", "blocks")
+FUSED_QK_ROPE_MODES = ("auto", "off", "on")
 VAE_LAYOUTS = ("auto", "contiguous", "channels_last")
 # What ``--vae_layout auto`` means per device type. CUDA: from the H100/H200 measurement of
 # benchmark/perf_fastpath.py --sections vae (benchmark/results/h100/s3, h200/s3). The CPU keeps the
@@ -74,6 +78,7 @@ class FastPath:
     vae_layout: str = "auto"
     attention_note: str = ""  # how 'auto' chose the attention backend, or why it fell back
     vae_compile: str = "auto"
+    fused_qk_rope: str = "auto"
 
     def resolve(self, device: torch.device, vae_dtype: torch.dtype = torch.bfloat16,
                 context_parallel: bool = False) -> FastPath:
@@ -103,8 +108,10 @@ class FastPath:
             layout = VAE_LAYOUT_AUTO.get(device.type, "contiguous") if vae_dtype == torch.bfloat16 else "contiguous"
         # measured on H200 (h200/s7): a warm process still spends 12 s compiling to save 1 s of decoding
         vae_compile = "none" if self.vae_compile == "auto" else self.vae_compile
+        # not measured in a whole forward yet (h200/s7/lever4 measured the pass alone): auto stays off
+        fused = "off" if self.fused_qk_rope == "auto" or context_parallel else self.fused_qk_rope
         return FastPath(self.scalar_timestep, compile_mode, backend, self.cudnn_benchmark and device.type == "cuda",
-                        layout, note, vae_compile)
+                        layout, note, vae_compile, fused)
 
     def to_dict(self) -> dict[str, Any]:
         """Settings as recorded in reports."""
@@ -134,6 +141,10 @@ class FastPath:
                                        f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
                                        f"{self.attention_backend} used")
                 log.warning("%s", self.attention_note)
+        if self.fused_qk_rope == "on":
+            from .qk_norm_rope import install
+
+            install(dit)
         backend = ATTENTION_BACKENDS[self.attention_backend]
         if backend is not None:
             dit.set_attention_backend(backend)
@@ -263,13 +274,19 @@ def fa4_smoke_test(device: torch.device) -> None:
 
 
 def validate_fastpath(compile_mode: str, attention_backend: str, ulysses_size: int = 1,
-                      vae_layout: str = "auto", vae_compile: str = "auto") -> None:
-    """One-line errors for bad --compile / --attention_backend / --vae_layout / --vae_compile values.
+                      vae_layout: str = "auto", vae_compile: str = "auto", fused_qk_rope: str = "auto") -> None:
+    """One-line errors for bad --compile / --attention_backend / --vae_layout / --vae_compile / --fused_qk_rope.
 
     Raised before any weights load.
 
     Whether ``flash4`` can run depends on the device too; ``config.validate`` checks it once the device is known.
     """
+    if fused_qk_rope not in FUSED_QK_ROPE_MODES:
+        raise ConfigError(f"--fused_qk_rope: {fused_qk_rope!r} is not allowed; allowed: "
+                          f"{', '.join(FUSED_QK_ROPE_MODES)}")
+    if fused_qk_rope == "on" and ulysses_size > 1:
+        raise ConfigError("--fused_qk_rope on with --ulysses_size > 1 is not supported (not measured under "
+                          "Ulysses); allowed with Ulysses: auto, off")
     if vae_compile not in VAE_COMPILE_MODES:
         raise ConfigError(f"--vae_compile: {vae_compile!r} is not allowed; allowed: {', '.join(VAE_COMPILE_MODES)}")
     if vae_layout not in VAE_LAYOUTS:

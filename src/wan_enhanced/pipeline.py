@@ -195,7 +195,8 @@ class TI2VPipeline:
         self.par = parallel or ParallelContext()
         self.residency = Residency(self.device, "offload" if cfg.offload_model else "resident")
         self.fast = (fast or FastPath(compile=cfg.compile, attention_backend=cfg.attention_backend,
-                                      vae_layout=cfg.vae_layout, vae_compile=cfg.vae_compile)).resolve(
+                                      vae_layout=cfg.vae_layout, vae_compile=cfg.vae_compile,
+                                      fused_qk_rope=cfg.fused_qk_rope)).resolve(
             self.device, self.vae_dtype, context_parallel=self.par.ulysses_size > 1)
         self.fast.apply_global()
         self.loader = ModelLoader(self.preset, cfg.resolved_weights or "random", cfg.ckpt_dir)

@@ -202,7 +202,8 @@ def process_age_s() -> float | None:
 def cache_settings(cfg: RunConfig, pipe: TI2VPipeline) -> dict[str, Any]:
     """The settings that shape the compiled graphs, as resolved for this run (the artifacts' key)."""
     return {**cfg.to_dict(), "compile": pipe.fast.compile, "attention_backend": pipe.fast.attention_backend,
-            "vae_layout": pipe.fast.vae_layout, "vae_compile": pipe.fast.vae_compile}
+            "vae_layout": pipe.fast.vae_layout, "vae_compile": pipe.fast.vae_compile,
+            "fused_qk_rope": pipe.fast.fused_qk_rope}
 
 
 def prepare_cache(cfg: RunConfig, device: torch.device, pipe: TI2VPipeline) -> CacheState:

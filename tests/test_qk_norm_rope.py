@@ -1,0 +1,112 @@
+"""Issue 17 lever 4: the self-attention's q/k RMSNorm + RoPE as one pass (``--fused_qk_rope``).
+
+On the CPU the fused processor computes diffusers' own code (``reference``), so a run with it is diffusers' run bit
+for bit; the Triton op itself is checked where Triton is installed (its CPU interpreter, or a GPU: ``-m gpu``)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from wan_enhanced import qk_norm_rope as qk
+from wan_enhanced.config import RunConfig, validate
+from wan_enhanced.fastpath import FastPath
+from wan_enhanced.models.presets import get_preset
+from wan_enhanced.models.random_init import random_dit
+from wan_enhanced.run import run_generation
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_fused_processor_goes_on_every_self_attention_only():
+    from diffusers.models.transformers.transformer_wan import WanAttnProcessor
+
+    dit = random_dit(get_preset("tiny"), torch.device("cpu"))
+    assert qk.install(dit) == len(dit.blocks)
+    cls = qk.processor_class()
+    assert all(type(b.attn1.processor).__name__ == cls.__name__ for b in dit.blocks)
+    assert all(type(b.attn2.processor) is WanAttnProcessor for b in dit.blocks)
+
+
+def test_a_run_with_the_fused_processor_is_diffusers_run_bit_for_bit_on_the_cpu():
+    out = {}
+    for mode in ("off", "on"):
+        cfg = validate(RunConfig(task="tiny", device="cpu", fused_qk_rope=mode, sample_steps=3), cuda_available=False)
+        res = run_generation(cfg, progress=False, monitor_enabled=False)
+        assert res.status == "ok" and res.report["run"]["fast_path"]["fused_qk_rope"] == mode
+        out[mode] = res.result.latents
+    assert torch.equal(out["off"], out["on"])
+
+
+def test_the_reference_is_diffusers_norm_and_rope():
+    """``reference`` = RMSNorm over the row, heads split, diffusers' interleaved RoPE (checked against torch ops)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 5, 8, generator=g).bfloat16()
+    norm = torch.nn.RMSNorm(8, eps=1e-6).bfloat16()
+    cos, sin = torch.randn(1, 5, 1, 4, generator=g), torch.randn(1, 5, 1, 4, generator=g)
+    got = qk.reference(x, norm, 2, cos, sin)
+    y = norm(x).unflatten(2, (2, 4)).float()
+    c, s = cos[..., 0::2], sin[..., 1::2]
+    want = torch.stack([y[..., 0::2] * c - y[..., 1::2] * s, y[..., 0::2] * s + y[..., 1::2] * c], -1).flatten(-2)
+    assert got.shape == (1, 5, 2, 4) and torch.equal(got, want.bfloat16())
+
+
+def test_fused_qk_rope_auto_is_off_and_bad_values_are_one_line():
+    assert FastPath().resolve(torch.device("cuda")).fused_qk_rope == "off"
+    assert FastPath(fused_qk_rope="on").resolve(torch.device("cpu")).fused_qk_rope == "on"
+    for args, msg in ((["--fused_qk_rope", "yes"], "error: --fused_qk_rope: 'yes' is not allowed; allowed: auto, off, on"),
+                      (["--fused_qk_rope", "on", "--ulysses_size", "2"],
+                       "error: --fused_qk_rope on with --ulysses_size > 1 is not supported (not measured under "
+                       "Ulysses); allowed with Ulysses: auto, off")):
+        r = subprocess.run([sys.executable, str(ROOT / "generate.py"), "--task", "tiny", *args],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and r.stderr.strip() == msg, r.stderr
+
+
+def test_the_triton_pass_equals_the_reference_in_tritons_interpreter():
+    pytest.importorskip("triton")
+    r = subprocess.run([sys.executable, str(ROOT / "benchmark" / "fused_qk_rope.py"), "--check_only", "--tokens", "8"],
+                       capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT / "src")))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert '"max_abs": 0.0' in r.stdout
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_the_triton_op_on_the_gpu_eager_and_inside_compiled_blocks():
+    """The op agrees with the reference to one bf16 step, and a compiled tiny DiT with it stays within rounding."""
+    dev = torch.device("cuda")
+    g = torch.Generator("cpu").manual_seed(0)
+    x = torch.randn(1, 300, 256, generator=g).to(dev, torch.bfloat16)
+    norm = torch.nn.RMSNorm(256, eps=1e-6).to(dev, torch.bfloat16)
+    ang = torch.randn(1, 300, 1, 64, generator=g).to(dev)
+    assert qk.usable(x, norm, ang.cos(), qk.triton_rms_rope())
+    got, ref = qk.rms_rope(x, norm, 4, ang.cos(), ang.sin()), qk.reference(x, norm, 4, ang.cos(), ang.sin())
+    assert (got.float() - ref.float()).abs().max().item() <= 2 ** -6 * ref.float().abs().max().item()
+    outs = {}
+    for mode in ("off", "on"):
+        cfg = validate(RunConfig(task="tiny", device="cuda", fused_qk_rope=mode, compile="blocks", sample_steps=2))
+        res = run_generation(cfg, progress=False, monitor_enabled=False)
+        assert res.status == "ok", res.message
+        outs[mode] = res.result.latents.float()
+    rel = ((outs["on"] - outs["off"]).norm() / outs["off"].norm()).item()
+    assert rel < 2e-2, rel
+
+
+@pytest.mark.slow  # a CPU compile of the tiny DiT's blocks
+def test_the_fused_processor_traces_into_the_compiled_blocks_without_a_graph_break(tmp_path):
+    """compile_repeated_blocks(fullgraph=True) with the processor: a graph break would be an error."""
+    cfg = validate(RunConfig(task="tiny", device="cpu", fused_qk_rope="on", compile="blocks", sample_steps=2,
+                             cache_dir=str(tmp_path)), cuda_available=False)
+    res = run_generation(cfg, progress=False, monitor_enabled=False)
+    assert res.status == "ok", res.message
+    ref = run_generation(validate(RunConfig(task="tiny", device="cpu", fused_qk_rope="off", compile="blocks",
+                                            sample_steps=2, cache_dir=str(tmp_path)), cuda_available=False),
+                         progress=False, monitor_enabled=False)
+    assert torch.equal(res.result.latents, ref.result.latents)  # on the CPU both compile diffusers' arithmetic
