@@ -10,7 +10,7 @@
 # Every run is `generate.py --task ti2v-5B --weights random` (1280x704, 121 frames, CFG 5) with default flags unless
 # said. Logs and reports go to $OUT/<phase>/, tarred at the end; the last thing printed is the table.
 set -uo pipefail
-phase=${1:?a, b or c}
+phase=${1:?a, b, c or d}
 mkdir -p .site "$OUT/$phase"
 O=$OUT/$phase
 for t in .fa/*.tar.xz .ff/*.tar.xz; do  # each bundle once per machine

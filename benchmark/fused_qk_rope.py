@@ -1,4 +1,4 @@
-"""Issue 17, lever 4 (an experiment, not used by the pipeline): q/k RMSNorm across heads + RoPE in one Triton pass.
+"""Issue 17, lever 4: the q/k RMSNorm across heads + RoPE of ``wan_enhanced.qk_norm_rope``, timed alone on a GPU.
 
 What the Wan attention does between its q/k projections and the attention kernel (diffusers' ``WanAttnProcessor``):
 ``torch.nn.RMSNorm(heads * head_dim)`` over the whole projected row (fp32 math, one rounding to bf16), the row split
@@ -12,8 +12,8 @@ one Triton program per token row (``rms_rope``, the op of ``wan_enhanced.qk_norm
 (``h200/s7/lever4/``, 27,280 tokens, median of 7 × 10 calls): eager 1.478 ms, inductor 0.312 ms (1.07 TB/s),
 ``rms_rope`` **0.147 ms** (2.28 TB/s) per call — 18.7 → 8.8 ms per forward (60 calls), about 1.2 % of the 0.837 s
 forward. ``rms_rope`` equals the eager reference to 1 bf16 step (99.997 % of the values identical, rel L2 1.8e-5);
-inductor's fusion itself differs from eager by rel L2 0.27 % (other rounding). Not yet wired into the pipeline:
-that needs it as a custom op inside the compiled blocks and a DiT forward checked against fp32 (issue 17).
+inductor's fusion itself differs from eager by rel L2 0.27 % (other rounding). In the pipeline it is
+``--fused_qk_rope on`` (off by default until a whole forward is measured with it and checked against fp32).
 
     python benchmark/fused_qk_rope.py --out fused_qk_rope.json            # GPU
     TRITON_INTERPRET=1 python benchmark/fused_qk_rope.py --check_only --tokens 64   # CPU, Triton's interpreter
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -46,7 +47,8 @@ def rms_rope(x: torch.Tensor, norm: torch.nn.RMSNorm, cos: torch.Tensor, sin: to
     return _rms_rope(x, norm, HEADS, cos, sin)
 
 
-def inputs(tokens: int, device: str) -> tuple:
+def inputs(tokens: int, device: str) -> tuple[torch.Tensor, torch.nn.RMSNorm, torch.Tensor, torch.Tensor]:
+    """Random bf16 rows, an RMSNorm with a random weight, and fp32 cos / sin of random angles (seed 0)."""
     g = torch.Generator("cpu").manual_seed(0)
     x = (torch.randn(1, tokens, HEADS * HEAD_DIM, generator=g) * 2).to(device, torch.bfloat16)
     norm = torch.nn.RMSNorm(HEADS * HEAD_DIM, eps=EPS).to(device, torch.bfloat16)
@@ -57,12 +59,14 @@ def inputs(tokens: int, device: str) -> tuple:
 
 
 def compare(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
+    """Max abs difference, rel L2 and the share of identical values of ``a`` against ``b``."""
     d = (a.float() - b.float())
     return {"max_abs": d.abs().max().item(), "rel_l2": (d.norm() / b.float().norm()).item(),
             "equal_fraction": (a == b).float().mean().item()}
 
 
-def cuda_ms(fn, repeats: int) -> list[float]:
+def cuda_ms(fn: Callable[[], object], repeats: int) -> list[float]:
+    """``repeats`` CUDA-event timings (ms per call, each the mean of 10 calls)."""
     times = []
     for _ in range(repeats):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -76,6 +80,7 @@ def cuda_ms(fn, repeats: int) -> list[float]:
 
 
 def main() -> int:
+    """Check the agreement; on a GPU also time eager, inductor and the Triton pass; exit 1 if they disagree."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=27280)
     ap.add_argument("--repeats", type=int, default=7)

@@ -53,7 +53,7 @@ def row(report: dict[str, Any]) -> dict[str, Any]:
         "vae_decoding_s": dec,
         "save_video_s": save,
         "decode_plus_mp4_s": dec + save if dec is not None and save is not None else None,
-        "denoise_plus_decode_s": (st.get("Denoising") or 0.0) + (dec or 0.0),
+        "denoise_plus_decode_s": st["Denoising"] + dec if "Denoising" in st and dec is not None else None,
         "compile_in_step0_s": (paid.get("Step_0") or {}).get("entire_frame_compile"),
         "compile_in_decode_s": (paid.get("VAE_Decoding") or {}).get("entire_frame_compile"),
         "peak_alloc_gib": v("peak_memory_gb"),
@@ -102,6 +102,7 @@ def _fmt(stats: dict[str, Any], key: str, digits: int = 2) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Print the Markdown table of the reports given (and write the summary JSON with ``--out``)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("reports", nargs="+", type=Path)
     ap.add_argument("--out", type=Path, default=None)

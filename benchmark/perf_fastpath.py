@@ -201,7 +201,8 @@ def section_dit_fast(args, preset, out: dict) -> None:
     fast = FastPath(attention_backend=args.fast_backend, fused_qk_rope=args.fused_qk_rope).resolve(dev)
     if args.dit_compile_mode != "default" and fast.compile == "blocks":
         # the same regional compile with another torch.compile mode (autotuned GEMMs, CUDA graphs)
-        FastPath(attention_backend=fast.attention_backend, compile="none").apply_dit(dit, dev)
+        FastPath(attention_backend=fast.attention_backend, compile="none",
+                 fused_qk_rope=fast.fused_qk_rope).apply_dit(dit, dev)
         dit.compile_repeated_blocks(fullgraph=True, mode=args.dit_compile_mode)
     else:
         fast.apply_dit(dit, dev)

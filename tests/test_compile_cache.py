@@ -182,10 +182,15 @@ def test_the_compile_clock_charges_torchs_compile_time_to_the_stage_that_paid_it
     mon.stop()
     assert list(clock.by_stage) == ["Compiles"]
     paid = clock.by_stage["Compiles"]
-    assert paid["entire_frame_compile"] > 0 and paid["inductor_compile"] <= paid["entire_frame_compile"]
+    assert paid["entire_frame_compile"] > 0 and paid.get("inductor_compile", 0.0) <= paid["entire_frame_compile"]
     assert "bytecode_tracing" in paid  # a finer timer
     counts = clock.counts_by_stage["Compiles"]
-    assert counts["stats.unique_graphs"] == 1 and counts["inductor.fxgraph_cache_miss"] + counts.get(
-        "inductor.fxgraph_cache_hit", 0) == 1
+    # one graph, compiled or found in inductor's on-disk cache (which an earlier test process may have filled)
+    assert counts["stats.unique_graphs"] == 1 and counts.get("inductor.fxgraph_cache_miss", 0) + counts.get(
+        "inductor.fxgraph_cache_hit", 0) + counts.get("aot_autograd.autograd_cache_hit", 0) >= 1
     assert clock.to_dict() == {"source": cc.CompileClock.SOURCE, "by_stage": clock.by_stage,
                                "counts_by_stage": clock.counts_by_stage}
+    torch.compile(lambda x: (x * 5).tanh() - 2)(torch.randn(8))  # as in a stage that failed: no end is heard
+    clock.flush("Broken")
+    clock.flush(None)
+    assert list(clock.by_stage) == ["Compiles", "Broken"] and clock.by_stage["Broken"]["entire_frame_compile"] > 0

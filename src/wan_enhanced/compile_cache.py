@@ -189,7 +189,8 @@ class CompileClock:
     (``torch._dynamo.utils.calculate_time_spent``: Dynamo tracing and guards, AOT autograd, inductor, the wait for
     async kernel compiles; plus a few finer timers of ``compilation_time_metrics`` that say what a warm cache still
     costs, see ``DETAIL``) and the compile caches' hit / miss counters, and charges what grew since the last read
-    to the innermost stage that just ended. Time a kernel library spends building its own kernels outside
+    to the stage that ended (stages nest, so that is the innermost one running then; time between two stages goes
+    to the next one to end). ``flush(name)`` charges what is left to a stage that failed (its end is not heard). Time a kernel library spends building its own kernels outside
     torch.compile (FlashAttention-4's CuTe DSL) is not in these timers.
     """
 
@@ -239,6 +240,13 @@ class CompileClock:
             cslot = self.counts_by_stage.setdefault(rec.name, {})
             for k, n in counted.items():
                 cslot[k] = cslot.get(k, 0) + n
+
+    def flush(self, name: str | None) -> None:
+        """Charge what grew since the last stage's end to ``name`` (a failed stage), if anything did."""
+        if name:
+            from types import SimpleNamespace
+
+            self.on_stage_end(SimpleNamespace(name=name))
 
     def to_dict(self) -> dict[str, Any]:
         """As recorded in reports (``run.compile_time``)."""

@@ -79,6 +79,7 @@ class FastPath:
     attention_note: str = ""  # how 'auto' chose the attention backend, or why it fell back
     vae_compile: str = "auto"
     fused_qk_rope: str = "auto"
+    fused_qk_rope_note: str = ""  # with 'on': whether the Triton op can run here or diffusers' arithmetic runs
 
     def resolve(self, device: torch.device, vae_dtype: torch.dtype = torch.bfloat16,
                 context_parallel: bool = False) -> FastPath:
@@ -111,7 +112,7 @@ class FastPath:
         # not measured in a whole forward yet (h200/s7/lever4 measured the pass alone): auto stays off
         fused = "off" if self.fused_qk_rope == "auto" or context_parallel else self.fused_qk_rope
         return FastPath(self.scalar_timestep, compile_mode, backend, self.cudnn_benchmark and device.type == "cuda",
-                        layout, note, vae_compile, fused)
+                        layout, note, vae_compile, fused, self.fused_qk_rope_note)
 
     def to_dict(self) -> dict[str, Any]:
         """Settings as recorded in reports."""
@@ -142,9 +143,13 @@ class FastPath:
                                        f"{self.attention_backend} used")
                 log.warning("%s", self.attention_note)
         if self.fused_qk_rope == "on":
-            from .qk_norm_rope import install
+            from .qk_norm_rope import install, triton_rms_rope
 
             install(dit)
+            on_gpu = device is not None and device.type == "cuda"
+            self.fused_qk_rope_note = ("the Triton op runs in the self-attention" if on_gpu and triton_rms_rope()
+                                       else "the Triton op cannot run here (needs a CUDA GPU and Triton): the fused "
+                                            "processor computes diffusers' own arithmetic")
         backend = ATTENTION_BACKENDS[self.attention_backend]
         if backend is not None:
             dit.set_attention_backend(backend)

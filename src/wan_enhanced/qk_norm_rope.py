@@ -4,9 +4,11 @@ Between its q/k projections and the attention kernel, diffusers' ``WanAttnProces
 over the whole projected row (all heads; fp32 math, one rounding to bf16), splits the row into heads, and rotates
 interleaved pairs (``x1 * cos - x2 * sin``, ``x1 * sin + x2 * cos`` in fp32, rounded to bf16). Inside the compiled
 blocks inductor makes this a reduction kernel at about 1 TB/s. ``rms_rope`` does the same arithmetic, with the same
-roundings, in one Triton program per token row — as a ``torch.library.triton_op``, so torch.compile keeps it inside
+rounding points (one rounding to bf16 after the norm, one after the rotation), in one Triton program per token row — as a ``torch.library.triton_op``, so torch.compile keeps it inside
 the compiled blocks. Measured alone on an H200 (``benchmark/fused_qk_rope.py``, ``h200/s7/lever4``): 0.312 →
-0.147 ms per call at 27,280 tokens, 18.7 → 8.8 ms per forward; equal to the eager reference to one bf16 step.
+0.147 ms per call at 27,280 tokens, 18.7 → 8.8 ms per forward. On the GPU Triton may contract the rotation's
+products into FMAs, so values can differ from the eager reference by one bf16 step (measured: 99.997 % identical,
+rel L2 1.8e-5); in Triton's CPU interpreter and on the CPU path the values are the reference's exactly.
 
 ``FusedQKRopeProcessor`` is diffusers' processor with those two lines replaced, for self-attention only (the
 cross-attention has no rotary embedding and keeps diffusers' processor). Where the Triton op cannot run (no CUDA
@@ -51,7 +53,7 @@ if triton is not None:  # Triton resolves a kernel's helpers among the module's 
     @triton.jit
     def _rms_rope_kernel(x_ptr, w_ptr, cos_ptr, sin_ptr, y_ptr, seq, eps, N: tl.constexpr, D: tl.constexpr,
                          HALF: tl.constexpr):
-        row = tl.program_id(0)  # one token of one sample
+        row = tl.program_id(0).to(tl.int64)  # one token of one sample (64-bit offsets: no overflow past 2**31)
         pos = row % seq
         j = tl.arange(0, HALF)  # pair index over the whole row, padded to a power of two
         live = j < N // 2
@@ -86,13 +88,15 @@ def triton_rms_rope() -> Any:
     return rms_rope_op
 
 
-def usable(x: torch.Tensor, norm: Any, cos: torch.Tensor, op: Any) -> bool:
+def usable(x: torch.Tensor, norm: Any, heads: int, cos: torch.Tensor, op: Any) -> bool:
     """Whether ``op`` (the Triton op, or ``None``) computes what ``reference`` does for these inputs.
 
-    Only tensor properties are read here, so torch.compile traces the choice without a graph break.
+    The kernel reads ``cos`` / ``sin`` as (1, S, 1, D) rows of the sequence ``x`` has. Only tensor properties are
+    read here, so torch.compile traces the choice without a graph break.
     """
     return (op is not None and x.is_cuda and x.dtype == torch.bfloat16 and x.dim() == 3 and x.is_contiguous()
-            and norm.weight is not None and cos.dtype == torch.float32)
+            and norm.weight is not None and cos.dtype == torch.float32 and x.shape[-1] % heads == 0
+            and tuple(cos.shape) == (1, x.shape[1], 1, x.shape[-1] // heads))
 
 
 def rms_rope(x: torch.Tensor, norm: Any, heads: int, cos: torch.Tensor, sin: torch.Tensor,
@@ -106,17 +110,18 @@ def rms_rope(x: torch.Tensor, norm: Any, heads: int, cos: torch.Tensor, sin: tor
         op = triton_rms_rope()
         if op is not None and not x.is_cuda and os.environ.get("TRITON_INTERPRET") == "1":
             return _call(op, x, norm, heads, cos, sin)
-    if not usable(x, norm, cos, op):
+    if not usable(x, norm, heads, cos, op):
         return reference(x, norm, heads, cos, sin)
     return _call(op, x, norm, heads, cos, sin)
 
 
 def _call(op: Any, x: torch.Tensor, norm: Any, heads: int, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    eps = norm.eps if norm.eps is not None else torch.finfo(x.dtype).eps
+    eps = norm.eps if norm.eps is not None else torch.finfo(torch.float32).eps  # torch's RMSNorm: fp32 math
     return op(x, norm.weight, cos.contiguous(), sin.contiguous(), float(eps), x.shape[-1] // heads).unflatten(
         2, (heads, -1))
 
 
+@functools.cache
 def processor_class() -> type:
     """``FusedQKRopeProcessor``: diffusers' ``WanAttnProcessor`` with q/k norm + RoPE through ``rms_rope``."""
     from diffusers.models.attention_dispatch import dispatch_attention_fn
@@ -144,7 +149,7 @@ def processor_class() -> type:
             return attn.to_out[1](attn.to_out[0](out))
 
         def _qk(self, x: torch.Tensor, norm: Any, heads: int, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-            if usable(x, norm, cos, self.op):
+            if usable(x, norm, heads, cos, self.op):
                 return _call(self.op, x, norm, heads, cos, sin)
             return reference(x, norm, heads, cos, sin)
 

@@ -153,6 +153,7 @@ def run_generation(cfg: RunConfig, *, progress: bool = True, sample_interval_s: 
     if failure is not None:
         status, message = _error_status(failure, cfg)
         stage = getattr(monitor, "failed_stage", None) or pipe.current_stage
+        clock.flush(stage)  # a failed stage's end is not heard by the listeners
         error = {"stage": stage, "type": type(failure).__name__, "message": message}
         if par.is_main:
             _keep_latents(pipe, cfg, error)
