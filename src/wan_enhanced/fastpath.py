@@ -22,7 +22,7 @@
 - ``vae_compile`` (off by default): ``torch.compile`` of each residual block of the VAE decoder (fuses its RMS
   norms, SiLU and causal padding around cuDNN's convolutions). Measured on H200 (``h200/s7/a``, 121 frames at
   720p): the compiled decode itself is about 1 s faster (6.0 → ~5.0 s), but every process pays Dynamo's tracing
-  of its graphs again — 75.5 s of compiling with empty caches, 12.3 s with warm inductor caches or loaded
+  of its graphs again — 75.5 s of compiling with empty caches, 12.3 s with warm inductor caches, 11.4 s with loaded
   artifacts — and the job's peak reserved memory rose 14.38 → 17.76 GiB (``h200/s7/b``). It never pays within one
   video, so ``auto`` is ``none``; ``blocks`` is there for measuring it.
 - ``fused_qk_rope`` (off by default): the self-attention's q/k RMSNorm + RoPE as one Triton pass
