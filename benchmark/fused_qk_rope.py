@@ -13,7 +13,7 @@ one Triton program per token row (``rms_rope``, the op of ``wan_enhanced.qk_norm
 ``rms_rope`` **0.147 ms** (2.28 TB/s) per call — 18.7 → 8.8 ms per forward (60 calls), about 1.2 % of the 0.837 s
 forward. ``rms_rope`` equals the eager reference to 1 bf16 step (99.997 % of the values identical, rel L2 1.8e-5);
 inductor's fusion itself differs from eager by rel L2 0.27 % (other rounding). In the pipeline it is
-``--fused_qk_rope on`` (off by default until a whole forward is measured with it and checked against fp32).
+``--fused_qk_rope`` (``auto`` = on with a GPU and Triton since the whole forward was measured, ``h200/s8/f2``).
 
     python benchmark/fused_qk_rope.py --out fused_qk_rope.json            # GPU
     TRITON_INTERPRET=1 python benchmark/fused_qk_rope.py --check_only --tokens 64   # CPU, Triton's interpreter

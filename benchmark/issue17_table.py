@@ -10,7 +10,10 @@ Columns, all read from the reports (stage durations measured by the monitor):
   ``Load_DiT``); ``Load_Compile_Cache`` stays in (it is part of the cold start);
 - ``Step_0`` and its ratio to the steady step (``totals.steady_s_per_step``);
 - ``decode + mp4``: ``VAE_Decoding`` + ``Save_Video`` (with ``--encode_overlap`` the encoder runs during the decode);
-- ``compile in Step_0``: torch's compile timers charged to ``Step_0`` (``run.compile_time``);
+- ``compile in Step_0``: torch's compile timers charged to ``Step_0`` (``run.compile_time``): the whole frame
+  compile, and its backend part (AOT autograd and inductor);
+- ``AOT cache``: what AOT autograd's cache did for ``Step_0``'s graphs (``hit``, ``miss``, ``bypass``, with counts
+  when more than one graph; ``—`` in reports without the counters);
 - ``peak alloc``: ``totals.peak_memory_gb``.
 """
 
@@ -40,6 +43,9 @@ def row(report: dict[str, Any]) -> dict[str, Any]:
     step0 = st.get("Step_0")
     dec, save = st.get("VAE_Decoding"), st.get("Save_Video")
     paid = ((report["run"].get("compile_time") or {}).get("by_stage") or {})
+    counts = (((report["run"].get("compile_time") or {}).get("counts_by_stage") or {}).get("Step_0") or {})
+    aot = {k.rsplit("_", 1)[1]: n for k, n in counts.items() if k.startswith("aot_autograd.autograd_cache_")
+           and k.rsplit("_", 1)[1] in ("hit", "miss", "bypass")}
     return {
         "status": report.get("status"),
         "total_s": st.get("Total"),
@@ -55,6 +61,8 @@ def row(report: dict[str, Any]) -> dict[str, Any]:
         "decode_plus_mp4_s": dec + save if dec is not None and save is not None else None,
         "denoise_plus_decode_s": st["Denoising"] + dec if "Denoising" in st and dec is not None else None,
         "compile_in_step0_s": (paid.get("Step_0") or {}).get("entire_frame_compile"),
+        "backend_in_step0_s": (paid.get("Step_0") or {}).get("backend_compile"),
+        "aot_cache_step0": " ".join(k if n == 1 else f"{k}×{n}" for k, n in sorted(aot.items())) or None,
         "compile_in_decode_s": (paid.get("VAE_Decoding") or {}).get("entire_frame_compile"),
         "peak_alloc_gib": v("peak_memory_gb"),
         "artifacts": (report["run"].get("compile_cache") or {}).get("artifacts"),
@@ -113,11 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     cols = [("job excl. load", "job_excl_load_s", 2), ("Step_0", "step0_s", 2), ("÷ steady", "step0_over_steady", 2),
             ("steady", "steady_s", 3), ("decode", "vae_decoding_s", 2), ("mp4", "save_video_s", 2),
             ("decode+mp4", "decode_plus_mp4_s", 2), ("compile@Step_0", "compile_in_step0_s", 2),
-            ("peak GiB", "peak_alloc_gib", 2)]
-    print("| group | n | " + " | ".join(c[0] for c in cols) + " |")
-    print("|---|---:|" + "---:|" * len(cols))
+            ("backend@Step_0", "backend_in_step0_s", 2), ("peak GiB", "peak_alloc_gib", 2)]
+    print("| group | n | " + " | ".join(c[0] for c in cols) + " | AOT cache |")
+    print("|---|---:|" + "---:|" * len(cols) + "---|")
     for g, d in summary.items():
-        print(f"| {g} | {len(d['runs'])} | " + " | ".join(_fmt(d["stats"], k, n) for _, k, n in cols) + " |")
+        aot = ", ".join(sorted({r["aot_cache_step0"] or "—" for r in d["runs"]}))
+        print(f"| {g} | {len(d['runs'])} | " + " | ".join(_fmt(d["stats"], k, n) for _, k, n in cols) + f" | {aot} |")
     return 0
 
 

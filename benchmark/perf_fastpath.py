@@ -198,6 +198,21 @@ def section_dit_fast(args, preset, out: dict) -> None:
     pipe = TI2VPipeline(cfg, progress=False)
     shape = pipe.latent_shape
     dit = random_dit(preset, dev)
+    g = torch.Generator("cpu").manual_seed(0)
+    x = torch.randn(shape, generator=g).to(dev, torch.bfloat16)
+    ctx = torch.randn(1, preset.text_len, preset.dit["text_dim"], generator=g).to(dev, torch.bfloat16)
+    nctx = torch.randn(1, preset.text_len, preset.dit["text_dim"], generator=g).to(dev, torch.bfloat16)
+    t1 = torch.tensor([999.0], device=dev)
+    ref32 = None
+    if args.fp32_ref:  # the issue's yardstick: an fp32 forward of the same weights (eager, before anything changes)
+        import copy
+
+        with torch.no_grad():
+            dit32 = copy.deepcopy(dit).float()
+            ref32 = dit32(hidden_states=x.float(), timestep=t1, encoder_hidden_states=ctx.float(),
+                          return_dict=False)[0].float()
+        del dit32
+        torch.cuda.empty_cache()
     fast = FastPath(attention_backend=args.fast_backend, fused_qk_rope=args.fused_qk_rope).resolve(dev)
     if args.dit_compile_mode != "default" and fast.compile == "blocks":
         # the same regional compile with another torch.compile mode (autotuned GEMMs, CUDA graphs)
@@ -206,11 +221,6 @@ def section_dit_fast(args, preset, out: dict) -> None:
         dit.compile_repeated_blocks(fullgraph=True, mode=args.dit_compile_mode)
     else:
         fast.apply_dit(dit, dev)
-    g = torch.Generator("cpu").manual_seed(0)
-    x = torch.randn(shape, generator=g).to(dev, torch.bfloat16)
-    ctx = torch.randn(1, preset.text_len, preset.dit["text_dim"], generator=g).to(dev, torch.bfloat16)
-    nctx = torch.randn(1, preset.text_len, preset.dit["text_dim"], generator=g).to(dev, torch.bfloat16)
-    t1 = torch.tensor([999.0], device=dev)
     x2, ctx2, t2 = torch.cat([x, x]), torch.cat([ctx, nctx]), t1.expand(2).contiguous()
     rows = []
 
@@ -240,8 +250,11 @@ def section_dit_fast(args, preset, out: dict) -> None:
             both = batched()
             err = {"cond": errors(both[:1], a), "uncond": errors(both[1:], b)}
             print(f"[dit_fast] batch 2 vs 2 x batch 1: {err}", flush=True)
+        res = one(ctx).float()
+        if ref32 is not None:
+            err = {**(err or {}), "vs_fp32": errors(res, ref32)}
+            print(f"[dit_fast] vs an fp32 forward: {err['vs_fp32']}", flush=True)
         if args.dit_ref:  # the same seeded weights and inputs in every process: compare outputs across runs
-            res = one(ctx).float()
             ref_path = Path(args.dit_ref)
             if ref_path.is_file():
                 err = {**(err or {}), "vs_dit_ref": errors(res, torch.load(ref_path, map_location=dev))}
@@ -476,6 +489,8 @@ def main() -> int:
                     help="section dit_fast: the fused q/k RMSNorm + RoPE pass (issue 17, lever 4)")
     ap.add_argument("--dit_ref", default="", help="section dit_fast: file of a reference forward output: "
                     "compared with if present, else written")
+    ap.add_argument("--fp32_ref", action="store_true",
+                    help="section dit_fast: also compare the forward with an fp32 forward of the same weights")
     ap.add_argument("--cfg_batch2", default="on", choices=("on", "off"),
                     help="section dit_fast: also time CFG as one batch-2 forward")
     ap.add_argument("--vae_profile", default="", help="comma list of VAE variants whose decode kernels are profiled")

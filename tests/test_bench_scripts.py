@@ -95,5 +95,12 @@ def test_issue17_table_groups_runs_and_takes_the_loading_out(tmp_path, capsys):
     assert r["job_excl_load_s"] == pytest.approx(st["Total"] - loads)
     assert r["decode_plus_mp4_s"] is None and r["vae_decoding_s"] == st["VAE_Decoding"]  # no mp4 in that run
     assert summary["art"]["stats"]["job_excl_load_s"]["n"] == 2
+    assert r["aot_cache_step0"] is None and r["backend_in_step0_s"] is None  # the tiny run compiles nothing
     assert mod.main([str(p) for p in sorted(tmp_path.glob("art_*.json"))]) == 0
     assert "| art | 2 |" in capsys.readouterr().out
+    gold["run"]["compile_time"] = {"by_stage": {"Step_0": {"backend_compile": 1.25, "entire_frame_compile": 2.0}},
+                                   "counts_by_stage": {"Step_0": {"aot_autograd.autograd_cache_hit": 2,
+                                                                  "aot_autograd.autograd_cache_bypass": 1,
+                                                                  "inductor.fxgraph_cache_hit": 3}}}
+    r = mod.row(gold)
+    assert (r["aot_cache_step0"], r["backend_in_step0_s"], r["compile_in_step0_s"]) == ("bypass hit×2", 1.25, 2.0)

@@ -194,3 +194,55 @@ def test_the_compile_clock_charges_torchs_compile_time_to_the_stage_that_paid_it
     clock.flush("Broken")
     clock.flush(None)
     assert list(clock.by_stage) == ["Compiles", "Broken"] and clock.by_stage["Broken"]["entire_frame_compile"] > 0
+
+
+# --- lever 1: graphs with diffusers' sdpa_kernel block kept by AOT autograd's cache ----------------------------
+
+_SDPA_GRAPH = r"""
+import json, sys
+import torch
+from torch._dynamo.utils import counters
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from wan_enhanced.compile_cache import allow_sdpa_kernel_graphs_in_cache
+
+def attend(q):  # what diffusers' _native_flash backend does inside a compiled block
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        return torch.nn.functional.scaled_dot_product_attention(q, q, q).cos() * 2
+
+q = torch.randn(1, 2, 16, 8, generator=torch.Generator().manual_seed(0))
+seen, outs = [], []
+for mark in (False, True, True):
+    if mark:
+        allow_sdpa_kernel_graphs_in_cache()
+    torch._dynamo.reset()
+    counters.clear()
+    outs.append(torch.compile(attend, fullgraph=True)(q))
+    seen.append({k: v for k, v in counters["aot_autograd"].items() if k.startswith("autograd_cache")})
+print(json.dumps({"seen": seen, "same": all(torch.equal(outs[0], o) for o in outs)}))
+"""
+
+
+def test_a_graph_holding_sdpa_kernel_is_found_in_aot_autograds_cache_once_marked(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor"))
+    p = subprocess.run([sys.executable, "-c", _SDPA_GRAPH], capture_output=True, text=True, timeout=600, env=env)
+    assert p.returncode == 0, p.stderr
+    got = json.loads(p.stdout.strip().splitlines()[-1])
+    # unmarked: refused (torch's private helpers in the graph); marked: stored, then found by the next compile
+    assert got["seen"] == [{"autograd_cache_bypass": 1}, {"autograd_cache_miss": 1, "autograd_cache_saved": 1},
+                           {"autograd_cache_hit": 1}], got
+    assert got["same"]
+
+
+def test_the_marked_helpers_are_keyed_by_torch_and_the_sdpa_state():
+    import torch.nn.attention as attn
+
+    before = dict(torch._inductor.config.unsafe_marked_cacheable_functions)
+    try:
+        marked = cc.allow_sdpa_kernel_graphs_in_cache()
+        assert sorted(marked) == sorted(cc.SDPA_KERNEL_HELPERS)
+        for name, value in marked.items():
+            assert torch._inductor.config.unsafe_marked_cacheable_functions[name] == value
+            assert hasattr(attn, name.rsplit(".", 1)[1])  # the names check_node_safe builds
+            assert value.startswith(f"torch {torch.__version__}; sdp priority ") and "; flash impl " in value
+    finally:
+        torch._inductor.config.unsafe_marked_cacheable_functions = before

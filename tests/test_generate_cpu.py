@@ -158,3 +158,7 @@ def test_text_encoder_and_dit_are_freed_before_decode(tiny_cfg, monkeypatch, com
         gc.enable()
     assert pipe.fast.compile == compile_mode
     assert alive == {"t5": 0, "dit": 0}  # parameters still alive
+    # the compiled blocks' sdpa_kernel helpers are marked for AOT autograd's cache, and the report says so
+    assert (pipe.fast.aot_cache_note.startswith("torch.nn.attention._backend_from_string, "
+                                                "torch.nn.attention._sdpa_kernel marked cacheable (torch ")
+            if compile_mode == "blocks" else pipe.fast.aot_cache_note == "")

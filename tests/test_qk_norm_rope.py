@@ -59,8 +59,16 @@ def test_the_reference_is_diffusers_norm_and_rope():
     assert got.shape == (1, 5, 2, 4) and torch.equal(got, want.bfloat16())
 
 
-def test_fused_qk_rope_auto_is_off_and_bad_values_are_one_line():
-    assert FastPath().resolve(torch.device("cuda")).fused_qk_rope == "off"
+def test_fused_qk_rope_auto_is_on_with_a_gpu_and_triton_and_bad_values_are_one_line(monkeypatch):
+    from wan_enhanced import fastpath
+
+    cuda = torch.device("cuda")
+    for found, want in ((True, "on"), (False, "off")):
+        monkeypatch.setattr(fastpath, "triton_installed", lambda found=found: found)
+        assert FastPath().resolve(cuda).fused_qk_rope == want
+    monkeypatch.setattr(fastpath, "triton_installed", lambda: True)
+    assert FastPath().resolve(torch.device("cpu")).fused_qk_rope == "off"
+    assert FastPath().resolve(cuda, context_parallel=True).fused_qk_rope == "off"  # not measured under Ulysses
     assert FastPath(fused_qk_rope="on").resolve(torch.device("cpu")).fused_qk_rope == "on"
     for args, msg in ((["--fused_qk_rope", "yes"], "error: --fused_qk_rope: 'yes' is not allowed; allowed: auto, off, on"),
                       (["--fused_qk_rope", "on", "--ulysses_size", "2"],

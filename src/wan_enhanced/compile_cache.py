@@ -182,13 +182,46 @@ def save_artifacts(cache_dir: Path, key: dict[str, Any]) -> Path | None:
     return folder / f"{kid}.bin"
 
 
+#: the torch helpers Dynamo writes into a graph for ``with torch.nn.attention.sdpa_kernel(...)`` (diffusers'
+#: ``_native_*`` attention backends run attention inside one); the names AOT autograd's cache check builds
+SDPA_KERNEL_HELPERS = ("torch.nn.attention._backend_from_string", "torch.nn.attention._sdpa_kernel")
+
+
+def allow_sdpa_kernel_graphs_in_cache() -> dict[str, str]:
+    """Let AOT autograd's cache keep graphs that hold an ``sdpa_kernel`` block; returns ``{helper: cache key}``.
+
+    AOT autograd's cache refuses a graph holding a private torch function (``check_node_safe``), and Dynamo writes
+    ``sdpa_kernel``'s enter and exit as calls to two private helpers of ``torch.nn.attention``. So every process
+    re-traced the compiled blocks and re-ran the joint-graph passes (``autograd_cache_bypass``), even with warm
+    caches or loaded artifacts; inductor's own cache still hit. The helpers only set which SDPA kernels are allowed,
+    with the backends as literal arguments in the graph (so in the cache key); this marks them cacheable through
+    torch's own knob (``torch._inductor.config.unsafe_marked_cacheable_functions``), keyed by what else decides the
+    kernel at trace time: the torch version, SDPA's priority order and the flash-attention implementation in force
+    (call it after FA4 is activated). The compiled code is the same either way.
+    """
+    import torch
+    import torch.nn.attention as attn
+
+    try:
+        order = ",".join(str(int(b)) for b in torch._C._get_sdp_priority_order())
+    except Exception:  # noqa: BLE001 - no priority API in this torch: the version alone
+        order = "unknown"
+    impl = attn.current_flash_attention_impl() if hasattr(attn, "current_flash_attention_impl") else None
+    value = f"torch {torch.__version__}; sdp priority {order}; flash impl {impl or 'default'}"
+    marked = {name: value for name in SDPA_KERNEL_HELPERS if hasattr(attn, name.rsplit(".", 1)[1])}
+    knob = torch._inductor.config.unsafe_marked_cacheable_functions
+    torch._inductor.config.unsafe_marked_cacheable_functions = {**knob, **marked}
+    return marked
+
+
 class CompileClock:
     """Where the run's compile time went: torch's own compile timers and cache counters, split by stage.
 
     A monitor listener (``on_stage_end``): at each stage's end it reads torch's cumulative compile timers
     (``torch._dynamo.utils.calculate_time_spent``: Dynamo tracing and guards, AOT autograd, inductor, the wait for
-    async kernel compiles; plus a few finer timers of ``compilation_time_metrics`` that say what a warm cache still
-    costs, see ``DETAIL``) and the compile caches' hit / miss counters, and charges what grew since the last read
+    async kernel compiles; plus every finer timer of ``compilation_time_metrics`` — they nest, so they do not add up
+    — of which ``DETAIL`` names those that say what a warm cache still costs) and the compile caches' hit / miss
+    counters, and charges what grew since the last read
     to the stage that ended (stages nest, so that is the innermost one running then; time between two stages goes
     to the next one to end). ``flush(name)`` charges what is left to a stage that failed (its end is not heard). Time a kernel library spends building its own kernels outside
     torch.compile (FlashAttention-4's CuTe DSL) is not in these timers.
@@ -218,9 +251,9 @@ class CompileClock:
             from torch._dynamo.utils import calculate_time_spent, compilation_time_metrics, counters
 
             times = {k: float(v) for k, v in calculate_time_spent().items()}
-            for k in cls.DETAIL:
-                if k in compilation_time_metrics and k not in times:
-                    times[k] = float(sum(compilation_time_metrics[k]))
+            for k, v in compilation_time_metrics.items():  # every timer torch keeps (DETAIL: the ones to read first)
+                if k not in times:
+                    times[k] = float(sum(v))
             counts = {f"{g}.{k}": int(counters[g][k]) for g, k in cls.COUNTERS if counters[g][k]}
             return times, counts
         except Exception:  # noqa: BLE001 - a torch without these timers: nothing to charge

@@ -25,9 +25,9 @@
   of its graphs again — 75.5 s of compiling with empty caches, 12.3 s with warm inductor caches, 11.4 s with loaded
   artifacts — and the job's peak reserved memory rose 14.38 → 17.76 GiB (``h200/s7/b``). It never pays within one
   video, so ``auto`` is ``none``; ``blocks`` is there for measuring it.
-- ``fused_qk_rope`` (off by default): the self-attention's q/k RMSNorm + RoPE as one Triton pass
-  (``qk_norm_rope``; measured alone on H200: 18.7 → 8.8 ms per forward). ``auto`` is ``off`` until a whole
-  forward has been measured with it; not under Ulysses.
+- ``fused_qk_rope``: the self-attention's q/k RMSNorm + RoPE as one Triton pass (``qk_norm_rope``; alone on
+  H200: 18.7 → 8.8 ms per forward; the whole compiled forward with FA4: 0.8295 → 0.8209 s, error against fp32
+  unchanged, ``h200/s8/f2``). ``auto`` is ``on`` on CUDA where Triton is installed; not under Ulysses.
 - ``cudnn_benchmark`` (off by default): cuDNN autotuning of the VAE's conv3d. Measured on H100: no gain
   in the steady state (6.26 s both ways); a run decodes once, so the tuning could only add time.
 """
@@ -80,6 +80,7 @@ class FastPath:
     vae_compile: str = "auto"
     fused_qk_rope: str = "auto"
     fused_qk_rope_note: str = ""  # with 'on': whether the Triton op can run here or diffusers' arithmetic runs
+    aot_cache_note: str = ""  # compiled blocks: what was marked cacheable for AOT autograd's cache, and its key
 
     def resolve(self, device: torch.device, vae_dtype: torch.dtype = torch.bfloat16,
                 context_parallel: bool = False) -> FastPath:
@@ -109,8 +110,13 @@ class FastPath:
             layout = VAE_LAYOUT_AUTO.get(device.type, "contiguous") if vae_dtype == torch.bfloat16 else "contiguous"
         # measured on H200 (h200/s7): a warm process still spends 12 s compiling to save 1 s of decoding
         vae_compile = "none" if self.vae_compile == "auto" else self.vae_compile
-        # not measured in a whole forward yet (h200/s7/lever4 measured the pass alone): auto stays off
-        fused = "off" if self.fused_qk_rope == "auto" or context_parallel else self.fused_qk_rope
+        # measured in the whole compiled forward on an H200 (h200/s8/f2): 0.8295 -> 0.8209 s, the same error
+        # against fp32 (rel L2 1.2653 % both); on CUDA with Triton, not under Ulysses (not measured there)
+        fused = self.fused_qk_rope
+        if fused == "auto":
+            fused = "on" if device.type == "cuda" and not context_parallel and triton_installed() else "off"
+        elif context_parallel:
+            fused = "off"
         return FastPath(self.scalar_timestep, compile_mode, backend, self.cudnn_benchmark and device.type == "cuda",
                         layout, note, vae_compile, fused, self.fused_qk_rope_note)
 
@@ -154,6 +160,12 @@ class FastPath:
         if backend is not None:
             dit.set_attention_backend(backend)
         if self.compile == "blocks":
+            from .compile_cache import allow_sdpa_kernel_graphs_in_cache
+
+            marked = allow_sdpa_kernel_graphs_in_cache()  # after FA4's activation: it is part of the key
+            self.aot_cache_note = (f"{', '.join(marked)} marked cacheable ({next(iter(marked.values()))}): the "
+                                   "blocks' sdpa_kernel no longer bypasses AOT autograd's cache"
+                                   if marked else "this torch has none of the sdpa_kernel helpers to mark")
             dit.compile_repeated_blocks(fullgraph=True)
 
     def apply_vae(self, vae: Any) -> None:
@@ -197,6 +209,16 @@ def compile_vae_blocks(vae: Any) -> int:
     for b in blocks:
         b.compile(dynamic=False)
     return len(blocks)
+
+
+def triton_installed() -> bool:
+    """Whether Triton can be found (the fused q/k RMSNorm + RoPE pass needs it; not imported here)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("triton") is not None
+    except Exception:  # noqa: BLE001 - a broken install counts as missing
+        return False
 
 
 def fa4_unavailable(device: torch.device | None = None) -> str | None:

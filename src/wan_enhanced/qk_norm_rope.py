@@ -13,7 +13,9 @@ rel L2 1.8e-5); in Triton's CPU interpreter and on the CPU path the values are t
 ``FusedQKRopeProcessor`` is diffusers' processor with those two lines replaced, for self-attention only (the
 cross-attention has no rotary embedding and keeps diffusers' processor). Where the Triton op cannot run (no CUDA
 tensor, no Triton) it computes ``reference``, which is diffusers' own code, so the CPU output is diffusers'
-bit for bit (``tests/test_qk_norm_rope.py``). Not on by default: the whole forward has not been measured with it.
+bit for bit (``tests/test_qk_norm_rope.py``). In the whole compiled forward with FA4 (``h200/s8/f2``): 0.8295 →
+0.8209 s, the error against an fp32 forward unchanged (rel L2 1.2653 %); ``--fused_qk_rope auto`` turns it on with a
+GPU and Triton. The float ``eps`` reaches the kernel as fp64 from a compiled graph: it is cast to fp32 there.
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ if triton is not None:  # Triton resolves a kernel's helpers among the module's 
         even = 2 * j
         xe = tl.load(x_ptr + row * N + even, mask=live, other=0.0).to(tl.float32)
         xo = tl.load(x_ptr + row * N + even + 1, mask=live, other=0.0).to(tl.float32)
-        rstd = tl.rsqrt((tl.sum(xe * xe, axis=0) + tl.sum(xo * xo, axis=0)) / N + eps)
+        # eps arrives as fp64 from a compiled graph (inductor types a float argument so): fp32 math, as torch
+        rstd = tl.rsqrt((tl.sum(xe * xe, axis=0) + tl.sum(xo * xo, axis=0)) / N + tl.full([], eps, tl.float32))
         ye = _round_bf16(xe * rstd * tl.load(w_ptr + even, mask=live, other=0.0).to(tl.float32))
         yo = _round_bf16(xo * rstd * tl.load(w_ptr + even + 1, mask=live, other=0.0).to(tl.float32))
         d = even % D
