@@ -13,10 +13,12 @@
 #                       then warmup on an empty cache (/tmp/c18a) with the lever as decided, art_1
 #   call 3 (carry .fa): EXTRA="<f's decision>" bash benchmark/device_h200_issue17.sh g   # warm_1, art_2, warm_2
 #   call 4 (carry .fa): EXTRA="<f's decision>" bash benchmark/device_h200_issue17.sh h   # diffusers plain, art_3, warm_3
+# Next (not yet run): e, then g and h with the defaults (EXTRA unset: --fused_qk_rope auto = on), and p:
+#   call (carry .fa): bash benchmark/device_h200_issue17.sh p   # cProfile of a warm Step_0's compile (1-step job)
 # Every run is `generate.py --task ti2v-5B --weights random` (1280x704, 121 frames, CFG 5) with default flags unless
 # said. Logs and reports go to $OUT/<phase>/, tarred at the end; the last thing printed is the table.
 set -uo pipefail
-phase=${1:?a, b, c, d, e, f, g or h}
+phase=${1:?a, b, c, d, e, f, g, h or p}
 mkdir -p .site "$OUT/$phase"
 O=$OUT/$phase
 for t in .fa/*.tar.xz .ff/*.tar.xz; do  # each bundle once per machine
@@ -120,7 +122,7 @@ case $phase in
 import json, sys
 d = {f: json.load(open(f"{sys.argv[1]}/dit_fast_{f}.json"))["dit_fast"] for f in ("off", "on")}
 t = {f: d[f]["profile_batch1"]["forward_median_s"] for f in d}
-e = {f: d[f]["batch2_vs_batch1"]["vs_fp32"]["rel_l2"] for f in d}
+e = {f: (d[f].get("vs_references") or d[f]["batch2_vs_batch1"])["vs_fp32"]["rel_l2"] for f in d}
 on = t["on"] < t["off"] and e["on"] <= 0.0127
 print("--fused_qk_rope on" if on else "--fused_qk_rope off")
 print(f"lever 4: forward off {t['off']:.4f} s, on {t['on']:.4f} s; vs fp32 rel L2 off {e['off']:.4%}, "
@@ -150,6 +152,15 @@ PY
     fresh_with_artifacts /tmp/c18b3 /tmp/c18a; run art_3 170 --cache_dir /tmp/c18b3
     run warm_3 170 --cache_dir /tmp/c18a
     ;;
+  p)  # where a warm Step_0's compile seconds go: cProfile of a 1-step job on /tmp/c18a's warm caches
+    warmup_if_fresh
+    t0=$SECONDS
+    timeout 240 python3 -m cProfile -o "$O/step0.prof" generate.py $J --sample_steps 1 --cache_dir /tmp/c18a \
+      --report_file "$O/prof_1.json" > "$O/prof.log" 2>&1
+    echo "profiled job rc=$? process $((SECONDS - t0)) s" | tee -a "$O/processes.txt"
+    python3 -c "import pstats, sys; pstats.Stats(sys.argv[1]).sort_stats('cumulative').print_stats(
+      'torch/_(inductor|dynamo|functorch)|triton|flash_attn', 60)" "$O/step0.prof" > "$O/step0_top.txt" 2>&1
+    head -n 90 "$O/step0_top.txt" | tail -n 60 ;;
 esac
 python3 benchmark/issue17_table.py --out "$O/summary.json" "$O"/*.json > "$O/table.md" 2> "$O/table.err"
 tar -czf "$OUT/issue17_$phase.tar.gz" -C "$OUT" "$phase"

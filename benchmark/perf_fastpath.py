@@ -218,6 +218,9 @@ def section_dit_fast(args, preset, out: dict) -> None:
         # the same regional compile with another torch.compile mode (autotuned GEMMs, CUDA graphs)
         FastPath(attention_backend=fast.attention_backend, compile="none",
                  fused_qk_rope=fast.fused_qk_rope).apply_dit(dit, dev)
+        from wan_enhanced.compile_cache import allow_sdpa_kernel_graphs_in_cache
+
+        allow_sdpa_kernel_graphs_in_cache()  # as apply_dit does for its own compile
         dit.compile_repeated_blocks(fullgraph=True, mode=args.dit_compile_mode)
     else:
         fast.apply_dit(dit, dev)
@@ -250,15 +253,16 @@ def section_dit_fast(args, preset, out: dict) -> None:
             both = batched()
             err = {"cond": errors(both[:1], a), "uncond": errors(both[1:], b)}
             print(f"[dit_fast] batch 2 vs 2 x batch 1: {err}", flush=True)
-        res = one(ctx).float()
+        vs = {}  # the forward against references (before 2026-12-02 stored inside batch2_vs_batch1, h200/s8/f2)
+        res = one(ctx).float() if ref32 is not None or args.dit_ref else None
         if ref32 is not None:
-            err = {**(err or {}), "vs_fp32": errors(res, ref32)}
-            print(f"[dit_fast] vs an fp32 forward: {err['vs_fp32']}", flush=True)
+            vs["vs_fp32"] = errors(res, ref32)
+            print(f"[dit_fast] vs an fp32 forward: {vs['vs_fp32']}", flush=True)
         if args.dit_ref:  # the same seeded weights and inputs in every process: compare outputs across runs
             ref_path = Path(args.dit_ref)
             if ref_path.is_file():
-                err = {**(err or {}), "vs_dit_ref": errors(res, torch.load(ref_path, map_location=dev))}
-                print(f"[dit_fast] vs {ref_path}: {err['vs_dit_ref']}", flush=True)
+                vs["vs_dit_ref"] = errors(res, torch.load(ref_path, map_location=dev))
+                print(f"[dit_fast] vs {ref_path}: {vs['vs_dit_ref']}", flush=True)
             else:
                 torch.save(res, ref_path)
         breakdown = kernel_breakdown(lambda: one(ctx))
@@ -271,7 +275,7 @@ def section_dit_fast(args, preset, out: dict) -> None:
             print(f"    {k['s']:.4f} s {k['kind']:9s} {k['name'][:110]}")
     out["dit_fast"] = {"tokens": pipe.num_tokens, "fast_path": fast.to_dict(),
                        "compile_mode": args.dit_compile_mode, "rows": rows,
-                       "batch2_vs_batch1": err, "profile_batch1": breakdown}
+                       "batch2_vs_batch1": err, "vs_references": vs or None, "profile_batch1": breakdown}
     dit.to("cpu")
     torch.cuda.empty_cache()
 

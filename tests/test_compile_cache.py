@@ -183,7 +183,9 @@ def test_the_compile_clock_charges_torchs_compile_time_to_the_stage_that_paid_it
     assert list(clock.by_stage) == ["Compiles"]
     paid = clock.by_stage["Compiles"]
     assert paid["entire_frame_compile"] > 0 and paid.get("inductor_compile", 0.0) <= paid["entire_frame_compile"]
-    assert "bytecode_tracing" in paid  # a finer timer
+    assert "bytecode_tracing" in paid  # a finer timer (DETAIL)
+    assert "_compile.compile_inner" in paid  # one of compilation_time_metrics' others (1 ms and more)
+    assert not any(k.startswith("~") for k in paid)
     counts = clock.counts_by_stage["Compiles"]
     # one graph, compiled or found in inductor's on-disk cache (which an earlier test process may have filled)
     assert counts["stats.unique_graphs"] == 1 and counts.get("inductor.fxgraph_cache_miss", 0) + counts.get(
@@ -211,7 +213,10 @@ def attend(q):  # what diffusers' _native_flash backend does inside a compiled b
 
 q = torch.randn(1, 2, 16, 8, generator=torch.Generator().manual_seed(0))
 seen, outs = [], []
-for mark in (False, True, True):
+order = list(torch._C._get_sdp_priority_order())
+for mark in (False, True, True, "reordered"):
+    if mark == "reordered":  # another SDPA priority order: another key, so not the graph traced under the first
+        torch._C._set_sdp_priority_order(order[::-1])
     if mark:
         allow_sdpa_kernel_graphs_in_cache()
     torch._dynamo.reset()
@@ -227,22 +232,34 @@ def test_a_graph_holding_sdpa_kernel_is_found_in_aot_autograds_cache_once_marked
     p = subprocess.run([sys.executable, "-c", _SDPA_GRAPH], capture_output=True, text=True, timeout=600, env=env)
     assert p.returncode == 0, p.stderr
     got = json.loads(p.stdout.strip().splitlines()[-1])
-    # unmarked: refused (torch's private helpers in the graph); marked: stored, then found by the next compile
+    # unmarked: refused (torch's private helpers in the graph); marked: stored, then found by the next compile;
+    # after SDPA's priority order changed, re-marked: a miss (compiled and stored again), never the old graph
     assert got["seen"] == [{"autograd_cache_bypass": 1}, {"autograd_cache_miss": 1, "autograd_cache_saved": 1},
-                           {"autograd_cache_hit": 1}], got
+                           {"autograd_cache_hit": 1}, {"autograd_cache_miss": 1, "autograd_cache_saved": 1}], got
     assert got["same"]
 
 
 def test_the_marked_helpers_are_keyed_by_torch_and_the_sdpa_state():
     import torch.nn.attention as attn
 
-    before = dict(torch._inductor.config.unsafe_marked_cacheable_functions)
+    knob = torch._inductor.config
+    before, order = dict(knob.unsafe_marked_cacheable_functions), list(torch._C._get_sdp_priority_order())
     try:
+        knob.unsafe_marked_cacheable_functions = {}
+        cc.refresh_sdpa_kernel_marks()  # nothing marked yet: nothing to refresh
+        assert knob.unsafe_marked_cacheable_functions == {}
         marked = cc.allow_sdpa_kernel_graphs_in_cache()
         assert sorted(marked) == sorted(cc.SDPA_KERNEL_HELPERS)
         for name, value in marked.items():
-            assert torch._inductor.config.unsafe_marked_cacheable_functions[name] == value
+            assert knob.unsafe_marked_cacheable_functions[name] == value
             assert hasattr(attn, name.rsplit(".", 1)[1])  # the names check_node_safe builds
-            assert value.startswith(f"torch {torch.__version__}; sdp priority ") and "; flash impl " in value
+            assert value == (f"torch {torch.__version__}; sdp priority {','.join(map(str, order))}; "
+                             f"flash impl {attn.current_flash_attention_impl() or 'default'}")
+        torch._C._set_sdp_priority_order(order[::-1])
+        cc.refresh_sdpa_kernel_marks()  # what activate_fa4 / deactivate_fa4 call
+        after = knob.unsafe_marked_cacheable_functions
+        assert all(after[n] != v and f"sdp priority {','.join(map(str, order[::-1]))};" in after[n]
+                   for n, v in marked.items())
     finally:
-        torch._inductor.config.unsafe_marked_cacheable_functions = before
+        torch._C._set_sdp_priority_order(order)
+        knob.unsafe_marked_cacheable_functions = before

@@ -123,8 +123,18 @@ def test_uint8_frames_equal_diffusers_postprocess_then_rounding():
     np.testing.assert_array_equal(ours, ref)
 
 
+@pytest.fixture
+def restore_inductor_marks():
+    """The compiled case marks torch's sdpa_kernel helpers in inductor's process-wide config: undone after."""
+    import torch._inductor.config as inductor_config
+
+    before = dict(inductor_config.unsafe_marked_cacheable_functions)
+    yield
+    inductor_config.unsafe_marked_cacheable_functions = before
+
+
 @pytest.mark.parametrize("compile_mode", ["none", "blocks"])
-def test_text_encoder_and_dit_are_freed_before_decode(tiny_cfg, monkeypatch, compile_mode):
+def test_text_encoder_and_dit_are_freed_before_decode(tiny_cfg, monkeypatch, compile_mode, restore_inductor_marks):
     # After torch.compile the DiT's blocks sit in a reference cycle: dropping the pipeline's reference does
     # not free them (on an H100 the compiled 5B DiT stayed allocated through the VAE decode). Both models must be
     # gone by the time the decoder runs, compiled or not.

@@ -116,3 +116,28 @@ def test_the_triton_op_on_the_gpu_eager_and_inside_compiled_blocks():
         outs[mode] = res.result.latents.float()
     rel = ((outs["on"] - outs["off"]).norm() / outs["off"].norm()).item()
     assert rel < 2e-2, rel
+
+
+def test_a_compiled_graph_holding_the_op_passes_aot_autograds_cache_check():
+    """The op keeps AOT autograd's cache usable (the check that refused diffusers' sdpa_kernel helpers)."""
+    pytest.importorskip("triton")
+    from torch._functorch._aot_autograd.autograd_cache import check_cacheable
+
+    op = qk.triton_rms_rope()
+    norm = torch.nn.RMSNorm(64, eps=1e-6).to(torch.bfloat16)
+    graphs = []
+
+    def capture(gm, example_inputs):  # Dynamo's graph, before AOT autograd: what its cache check reads
+        graphs.append(gm)
+        return lambda *args: [torch.zeros(1)]
+
+    ang = torch.randn(1, 8, 1, 16)
+    torch._dynamo.reset()
+    try:
+        torch.compile(lambda x, c, s: op(x, norm.weight, c, s, 1e-6, 16) * 2, backend=capture, fullgraph=True)(
+            torch.randn(1, 8, 64).bfloat16(), ang.cos(), ang.sin())
+    finally:
+        torch._dynamo.reset()
+    (gm,) = graphs
+    assert torch.ops.wan_enhanced.rms_rope.default in [n.target for n in gm.graph.nodes]
+    check_cacheable(gm)  # raises BypassAOTAutogradCache for a graph the cache refuses

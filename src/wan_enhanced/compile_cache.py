@@ -214,6 +214,15 @@ def allow_sdpa_kernel_graphs_in_cache() -> dict[str, str]:
     return marked
 
 
+def refresh_sdpa_kernel_marks() -> None:
+    """Re-key the marks of ``allow_sdpa_kernel_graphs_in_cache`` if this process set them (the flash-attention
+    implementation or SDPA's priority order changed): a graph traced under another kernel choice is never reused."""
+    import torch
+
+    if any(name in torch._inductor.config.unsafe_marked_cacheable_functions for name in SDPA_KERNEL_HELPERS):
+        allow_sdpa_kernel_graphs_in_cache()
+
+
 class CompileClock:
     """Where the run's compile time went: torch's own compile timers and cache counters, split by stage.
 
@@ -230,10 +239,12 @@ class CompileClock:
     SOURCE = ("torch._dynamo.utils.calculate_time_spent() and compilation_time_metrics (seconds), "
               "torch._dynamo.utils.counters (cache hits / misses); cumulative in this process, charged to the "
               "stage that ended")
-    #: finer timers: Dynamo's bytecode tracing and guards, loading a cached compiled graph (AOT autograd's and
-    #: inductor's caches), inductor's module load, the wait for kernels compiled in the background
+    #: finer timers read first: Dynamo's bytecode tracing and guards, loading a cached compiled graph (AOT autograd's
+    #: and inductor's caches), inductor's module load, the wait for kernels compiled in the background; always kept
+    #: when they grew, the other timers of ``compilation_time_metrics`` only from ``MIN_S`` on
     DETAIL = ("bytecode_tracing", "build_guards", "AOTAutogradCache.inductor_load", "PyCodeCache.load_by_key_path",
               "async_compile.wait")
+    MIN_S = 1e-3
     #: cache counters: (counters group, key)
     COUNTERS = (("aot_autograd", "autograd_cache_hit"), ("aot_autograd", "autograd_cache_miss"),
                 ("aot_autograd", "autograd_cache_bypass"), ("inductor", "fxgraph_cache_hit"),
@@ -251,9 +262,9 @@ class CompileClock:
             from torch._dynamo.utils import calculate_time_spent, compilation_time_metrics, counters
 
             times = {k: float(v) for k, v in calculate_time_spent().items()}
-            for k, v in compilation_time_metrics.items():  # every timer torch keeps (DETAIL: the ones to read first)
+            for k, v in compilation_time_metrics.items():  # every timer torch keeps; "~" marks the minor ones
                 if k not in times:
-                    times[k] = float(sum(v))
+                    times[k if k in cls.DETAIL else f"~{k}"] = float(sum(v))
             counts = {f"{g}.{k}": int(counters[g][k]) for g, k in cls.COUNTERS if counters[g][k]}
             return times, counts
         except Exception:  # noqa: BLE001 - a torch without these timers: nothing to charge
@@ -263,7 +274,8 @@ class CompileClock:
         """Monitor listener: charge the compile time that grew during ``rec`` to it (never raises)."""
         (t_now, c_now), (t_last, c_last) = self._read(), self._last
         self._last = (t_now, c_now)
-        grew = {k: round(v - t_last.get(k, 0.0), 4) for k, v in t_now.items() if v - t_last.get(k, 0.0) > 1e-4}
+        grew = {k.lstrip("~"): round(v - t_last.get(k, 0.0), 4) for k, v in t_now.items()
+                if v - t_last.get(k, 0.0) > (self.MIN_S if k.startswith("~") else 1e-4)}
         counted = {k: v - c_last.get(k, 0) for k, v in c_now.items() if v - c_last.get(k, 0) > 0}
         if grew:
             slot = self.by_stage.setdefault(rec.name, {})

@@ -275,6 +275,9 @@ def activate_fa4() -> None:
                                              module_path="wan_enhanced.attention_fa4"))
     attn.activate_flash_attention_impl("FA4")  # replaces any earlier activation (e.g. torch's default module)
     _FA4_VIA_ADAPTER = True
+    from .compile_cache import refresh_sdpa_kernel_marks
+
+    refresh_sdpa_kernel_marks()  # the flash implementation is part of their cache key
 
 
 def deactivate_fa4() -> None:
@@ -286,6 +289,9 @@ def deactivate_fa4() -> None:
     restore = getattr(attn, "restore_flash_attention_impl", None)
     if restore is not None:
         restore()
+    from .compile_cache import refresh_sdpa_kernel_marks
+
+    refresh_sdpa_kernel_marks()
 
 
 def fa4_smoke_test(device: torch.device) -> None:
