@@ -14,7 +14,8 @@
 #   call 3 (carry .fa): EXTRA="<f's decision>" bash benchmark/device_h200_issue17.sh g   # warm_1, art_2, warm_2
 #   call 4 (carry .fa): EXTRA="<f's decision>" bash benchmark/device_h200_issue17.sh h   # diffusers plain, art_3, warm_3
 # Next (not yet run): e, then g and h with the defaults (EXTRA unset: --fused_qk_rope auto = on), and p:
-#   call (carry .fa): bash benchmark/device_h200_issue17.sh p   # cProfile of a warm Step_0's compile (1-step job)
+#   call (carry .fa): bash benchmark/device_h200_issue17.sh p   # a warm Step_0: the compiler's set-up in the background
+#                     off/on (WAN_ENHANCED_COMPILE_PREFETCH), then cProfile of its compile (1-step jobs)
 # Every run is `generate.py --task ti2v-5B --weights random` (1280x704, 121 frames, CFG 5) with default flags unless
 # said. Logs and reports go to $OUT/<phase>/, tarred at the end; the last thing printed is the table.
 set -uo pipefail
@@ -152,8 +153,13 @@ PY
     fresh_with_artifacts /tmp/c18b3 /tmp/c18a; run art_3 170 --cache_dir /tmp/c18b3
     run warm_3 170 --cache_dir /tmp/c18a
     ;;
-  p)  # where a warm Step_0's compile seconds go: cProfile of a 1-step job on /tmp/c18a's warm caches
+  p)  # where a warm Step_0's compile seconds go: the background set-up off/on (ABAB, 1-step jobs on /tmp/c18a's warm
+      # caches), then cProfile of one such job
     warmup_if_fresh
+    for k in 1 2; do
+      WAN_ENHANCED_COMPILE_PREFETCH=0 run pf_off_$k 120 --sample_steps 1 --cache_dir /tmp/c18a
+      run pf_on_$k 120 --sample_steps 1 --cache_dir /tmp/c18a
+    done
     t0=$SECONDS
     timeout 240 python3 -m cProfile -o "$O/step0.prof" generate.py $J --sample_steps 1 --cache_dir /tmp/c18a \
       --report_file "$O/prof_1.json" > "$O/prof.log" 2>&1

@@ -110,6 +110,8 @@ def test_warmup_artifacts_travel_to_a_fresh_cache_dir(tmp_path):
     rep = json.loads((tmp_path / "r.json").read_text())
     assert rep["run"]["compile_cache"]["artifacts"] == "loaded"
     assert [s["name"] for s in rep["stages"] if s["parent"] == "Total"][0] == "Load_Compile_Cache"
+    pre = rep["run"]["compile_cache"]["prefetch"]  # the compiler's set-up ran in the background, then was joined
+    assert pre["error"] is None and pre["seconds"] > 0 and pre["wait_s"] >= 0 and "torch_key()" in pre["what"]
 
 
 # --- lever 3: the VAE decoder compiled (measured, not adopted: auto = none) -----------------------------------
@@ -263,3 +265,74 @@ def test_the_marked_helpers_are_keyed_by_torch_and_the_sdpa_state():
     finally:
         torch._C._set_sdp_priority_order(order)
         knob.unsafe_marked_cacheable_functions = before
+
+
+# --- lever 1: the compiler's per-process set-up in the background -----------------------------------------------
+
+
+def test_the_compile_prefetch_runs_in_a_thread_and_join_says_how_long_it_waited(monkeypatch):
+    import threading
+
+    seen = {}
+    gate = threading.Event()
+
+    def work(self):  # stands in for the imports and keys: records its thread, waits to be released
+        seen["thread"] = threading.current_thread().name
+        gate.wait(5)
+        self.seconds = 0.5
+
+    monkeypatch.setattr(cc.CompilePrefetch, "_run", work)
+    p = cc.CompilePrefetch().start()
+    assert p.to_dict()["seconds"] is None  # still running
+    threading.Timer(0.2, gate.set).start()
+    waited = p.join()
+    assert seen["thread"] == "wan-enhanced-compile-prefetch" and waited >= 0.1
+    assert p.to_dict() == {"what": "import torch._inductor.compile_fx; torch_key(); CacheBase.get_system() (in a thread)",
+                           "seconds": 0.5, "wait_s": waited, "error": None}
+    assert cc.CompilePrefetch().join() == pytest.approx(0.0, abs=0.05)  # never started: nothing to wait for
+
+
+def test_a_failing_prefetch_is_said_and_the_switch_turns_it_off(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_inductor(name, *args, **kwargs):
+        if name.startswith("torch._inductor.compile_fx"):
+            raise ImportError("no inductor here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_inductor)
+    p = cc.CompilePrefetch()
+    p._run()  # in this thread: the failure is recorded, never raised (the compile does the work itself then)
+    assert p.error == "ImportError: no inductor here" and p.seconds is not None
+    monkeypatch.setattr(builtins, "__import__", real_import)
+    for value, on in (("0", False), ("1", True), (None, True)):
+        if value is None:
+            monkeypatch.delenv(cc.CompilePrefetch.ENV, raising=False)
+        else:
+            monkeypatch.setenv(cc.CompilePrefetch.ENV, value)
+        assert cc.CompilePrefetch.enabled() is on
+
+
+def test_a_compiled_run_starts_the_prefetch_and_a_plain_one_does_not(tmp_path, monkeypatch):
+    from wan_enhanced.config import RunConfig, validate
+    from wan_enhanced.pipeline import TI2VPipeline
+    from wan_enhanced.run import prepare_cache
+
+    for var in (*cc.TOOL_DIRS, cc.FA4_CACHE_SWITCH):  # prepare_cache sets them: restored after the test
+        monkeypatch.delenv(var, raising=False)
+    started = []
+    monkeypatch.setattr(cc.CompilePrefetch, "start", lambda self: started.append(self) or self)
+    dev = torch.device("cpu")
+    for compile_mode, want in (("blocks", 1), ("none", 0)):
+        cfg = validate(RunConfig(task="tiny", device="cpu", compile=compile_mode, cache_dir=str(tmp_path)),
+                       cuda_available=False)
+        pipe = TI2VPipeline(cfg, progress=False)
+        state = prepare_cache(cfg, dev, pipe)
+        assert len(started) == want and (state.prefetch is (started[-1] if want else None))
+        assert getattr(pipe.fast, "prefetch", None) is state.prefetch
+        started.clear()
+    monkeypatch.setenv(cc.CompilePrefetch.ENV, "0")
+    cfg = validate(RunConfig(task="tiny", device="cpu", compile="blocks", cache_dir=str(tmp_path)), cuda_available=False)
+    assert prepare_cache(cfg, dev, TI2VPipeline(cfg, progress=False)).prefetch is None and not started

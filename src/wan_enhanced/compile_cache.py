@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -82,10 +82,13 @@ class CacheState:
     reason: str = ""
     key_id: str | None = None
     seconds: float | None = None
+    prefetch: CompilePrefetch | None = None  # the compiler's set-up done in the background (compiled runs)
 
     def to_dict(self) -> dict[str, Any]:
         """As recorded in reports."""
-        return asdict(self)
+        out = asdict(replace(self, prefetch=None))
+        out["prefetch"] = self.prefetch.to_dict() if self.prefetch is not None else None
+        return out
 
 
 def use_cache_dir(cache_dir: Path) -> dict[str, str]:
@@ -180,6 +183,69 @@ def save_artifacts(cache_dir: Path, key: dict[str, Any]) -> Path | None:
     with atomic_output(folder / f"{kid}.json") as tmp:
         tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
     return folder / f"{kid}.bin"
+
+
+class CompilePrefetch:
+    """The compiler's per-process set-up, done in a background thread while the weights load.
+
+    A warm process's first compile still imports inductor (~550 modules) and computes the caches' keys, which hash
+    torch's and Triton's own files (Triton's ~500 MB ``libtriton.so`` among them) — about 2.4 s measured on this
+    project's 2-core CPU machine (0.9 s imports, 1.4 s keys, torch 2.13 + Triton 3.9), time torch charges to the
+    first compile (``Step_0``). ``start`` runs exactly that work in a thread (the results are cached by torch per
+    process: ``torch_key``, ``CacheBase.get_system``); ``join`` waits for it before anything compiles, so no import
+    races a compile, and says how long it waited. ``WAN_ENHANCED_COMPILE_PREFETCH=0`` switches it off (to measure it).
+    """
+
+    ENV = "WAN_ENHANCED_COMPILE_PREFETCH"
+
+    def __init__(self) -> None:
+        import threading
+
+        self.seconds: float | None = None
+        self.wait_s: float | None = None
+        self.error: str | None = None
+        self._thread = threading.Thread(target=self._run, name="wan-enhanced-compile-prefetch", daemon=True)
+
+    @classmethod
+    def enabled(cls) -> bool:
+        """Unless ``WAN_ENHANCED_COMPILE_PREFETCH`` is ``0``."""
+        return os.environ.get(cls.ENV, "1").strip() != "0"
+
+    def start(self) -> CompilePrefetch:
+        """Begin in the background (Dynamo is imported here first, in the calling thread)."""
+        import torch._dynamo  # noqa: F401 - the thread then imports only what nothing else imports meanwhile
+
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        import time
+
+        t0 = time.perf_counter()
+        try:
+            import torch._inductor.compile_fx  # noqa: F401 - the import is the work
+            from torch._inductor.codecache import CacheBase, torch_key
+
+            torch_key()
+            CacheBase.get_system()  # Triton's key and the GPU's name
+        except Exception as exc:  # noqa: BLE001 - the compile does this work itself then; said in the report
+            self.error = f"{type(exc).__name__}: {exc}"[:300]
+        self.seconds = round(time.perf_counter() - t0, 4)
+
+    def join(self) -> float:
+        """Wait for the thread (if it was started); returns and records the seconds waited."""
+        import time
+
+        t0 = time.perf_counter()
+        if self._thread.is_alive() or self._thread.ident is not None:
+            self._thread.join()
+        self.wait_s = round(time.perf_counter() - t0, 4)
+        return self.wait_s
+
+    def to_dict(self) -> dict[str, Any]:
+        """As recorded in reports (``run.compile_cache.prefetch``)."""
+        return {"what": "import torch._inductor.compile_fx; torch_key(); CacheBase.get_system() (in a thread)",
+                "seconds": self.seconds, "wait_s": self.wait_s, "error": self.error}
 
 
 #: the torch helpers Dynamo writes into a graph for ``with torch.nn.attention.sdpa_kernel(...)`` (diffusers'

@@ -162,6 +162,10 @@ class FastPath:
         if self.compile == "blocks":
             from .compile_cache import allow_sdpa_kernel_graphs_in_cache
 
+            prefetch = getattr(self, "prefetch", None)  # a CompilePrefetch the run started (not a field: not reported)
+            if prefetch is not None:
+                prefetch.join()  # its imports never race the compile
+
             marked = allow_sdpa_kernel_graphs_in_cache()  # after FA4's activation: it is part of the key
             self.aot_cache_note = (f"{', '.join(marked)} marked cacheable ({next(iter(marked.values()))}): the "
                                    "blocks' sdpa_kernel no longer bypasses AOT autograd's cache"

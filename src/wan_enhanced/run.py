@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .compile_cache import CacheState, CompileClock
+from .compile_cache import CacheState, CompileClock, CompilePrefetch
 from .config import RunConfig
 from .errors import UserError
 from .parallel import ParallelContext, init_parallel, shutdown
@@ -218,7 +218,10 @@ def prepare_cache(cfg: RunConfig, device: torch.device, pipe: TI2VPipeline) -> C
         env = use_cache_dir(cache_dir)
     except OSError as exc:
         return CacheState(str(cache_dir), {}, "failed", f"cache directory unusable: {exc}")
-    return CacheState(str(cache_dir), env, "pending")
+    state = CacheState(str(cache_dir), env, "pending")
+    if pipe.fast.compile == "blocks" and CompilePrefetch.enabled():  # after the cache variables are set
+        state.prefetch = pipe.fast.prefetch = CompilePrefetch().start()  # joined by apply_dit before compiling
+    return state
 
 
 def load_cache(cache: CacheState, cfg: RunConfig, device: torch.device, pipe: TI2VPipeline) -> None:
