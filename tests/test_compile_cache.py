@@ -288,7 +288,7 @@ def test_the_compile_prefetch_runs_in_a_thread_and_join_says_how_long_it_waited(
     waited = p.join()
     assert seen["thread"] == "wan-enhanced-compile-prefetch" and waited >= 0.1
     assert p.to_dict() == {"what": "import torch._inductor.compile_fx; torch_key(); CacheBase.get_system() (in a thread)",
-                           "seconds": 0.5, "wait_s": waited, "error": None}
+                           "enabled": True, "why": None, "seconds": 0.5, "wait_s": waited, "error": None}
     assert cc.CompilePrefetch().join() == pytest.approx(0.0, abs=0.05)  # never started: nothing to wait for
 
 
@@ -318,21 +318,66 @@ def test_a_failing_prefetch_is_said_and_the_switch_turns_it_off(monkeypatch):
 def test_a_compiled_run_starts_the_prefetch_and_a_plain_one_does_not(tmp_path, monkeypatch):
     from wan_enhanced.config import RunConfig, validate
     from wan_enhanced.pipeline import TI2VPipeline
-    from wan_enhanced.run import prepare_cache
+    from wan_enhanced.run import prepare_cache, start_prefetch
 
     for var in (*cc.TOOL_DIRS, cc.FA4_CACHE_SWITCH):  # prepare_cache sets them: restored after the test
         monkeypatch.delenv(var, raising=False)
     started = []
     monkeypatch.setattr(cc.CompilePrefetch, "start", lambda self: started.append(self) or self)
     dev = torch.device("cpu")
-    for compile_mode, want in (("blocks", 1), ("none", 0)):
+
+    def prepared(compile_mode):
         cfg = validate(RunConfig(task="tiny", device="cpu", compile=compile_mode, cache_dir=str(tmp_path)),
                        cuda_available=False)
         pipe = TI2VPipeline(cfg, progress=False)
         state = prepare_cache(cfg, dev, pipe)
-        assert len(started) == want and (state.prefetch is (started[-1] if want else None))
-        assert getattr(pipe.fast, "prefetch", None) is state.prefetch
-        started.clear()
+        assert state.prefetch is None and not started  # not before the artifacts are loaded
+        start_prefetch(state, dev, pipe)
+        return state, pipe
+
+    state, pipe = prepared("blocks")
+    assert started == [state.prefetch] and pipe.fast.prefetch is state.prefetch and state.prefetch.device_index is None
+    assert "prefetch" not in pipe.fast.to_dict()  # the handle is not a setting
+    assert state.to_dict()["prefetch"] == {"what": cc.CompilePrefetch.WHAT, "enabled": True, "why": None,
+                                           "seconds": None, "wait_s": None, "error": None}
+    started.clear()
+    state, pipe = prepared("none")
+    assert state.prefetch is None and pipe.fast.prefetch is None and not started
     monkeypatch.setenv(cc.CompilePrefetch.ENV, "0")
-    cfg = validate(RunConfig(task="tiny", device="cpu", compile="blocks", cache_dir=str(tmp_path)), cuda_available=False)
-    assert prepare_cache(cfg, dev, TI2VPipeline(cfg, progress=False)).prefetch is None and not started
+    state, pipe = prepared("blocks")
+    assert not started and pipe.fast.prefetch is None
+    assert state.to_dict()["prefetch"] == {"what": cc.CompilePrefetch.WHAT, "enabled": False,
+                                           "why": "WAN_ENHANCED_COMPILE_PREFETCH=0", "seconds": None,
+                                           "wait_s": None, "error": None}
+
+
+def test_apply_dit_and_apply_vae_join_the_prefetch_before_touching_the_compiler(monkeypatch):
+    from wan_enhanced import fastpath
+
+    calls = []
+
+    class Prefetch:
+        def join(self, timeout=None):
+            calls.append("join")
+            return 0.0
+
+    class Dit:
+        def set_attention_backend(self, name):
+            calls.append(f"backend {name}")
+
+        def compile_repeated_blocks(self, **kw):
+            calls.append("compile")
+
+    monkeypatch.setattr(fastpath, "compile_vae_blocks", lambda vae: calls.append("compile vae") or 0)
+    monkeypatch.setattr(fastpath, "activate_fa4", lambda: calls.append("fa4"))
+    monkeypatch.setattr(fastpath, "fa4_smoke_test", lambda device: None)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)  # the smoke test's device on a CPU-only torch
+    restore = dict(torch._inductor.config.unsafe_marked_cacheable_functions)
+    try:
+        fast = fastpath.FastPath(compile="blocks", attention_backend="flash4", vae_compile="blocks",
+                                 vae_layout="contiguous", fused_qk_rope="off", prefetch=Prefetch())
+        fast.apply_vae(object())
+        fast.apply_dit(Dit(), torch.device("cpu"))
+    finally:
+        torch._inductor.config.unsafe_marked_cacheable_functions = restore
+    assert calls == ["join", "compile vae", "join", "fa4", "backend _native_flash", "compile"]

@@ -82,12 +82,12 @@ class CacheState:
     reason: str = ""
     key_id: str | None = None
     seconds: float | None = None
-    prefetch: CompilePrefetch | None = None  # the compiler's set-up done in the background (compiled runs)
+    prefetch: CompilePrefetch | dict[str, Any] | None = None  # the compiler's set-up in the background, or why not
 
     def to_dict(self) -> dict[str, Any]:
         """As recorded in reports."""
         out = asdict(replace(self, prefetch=None))
-        out["prefetch"] = self.prefetch.to_dict() if self.prefetch is not None else None
+        out["prefetch"] = self.prefetch.to_dict() if isinstance(self.prefetch, CompilePrefetch) else self.prefetch
         return out
 
 
@@ -191,16 +191,21 @@ class CompilePrefetch:
     A warm process's first compile still imports inductor (~550 modules) and computes the caches' keys, which hash
     torch's and Triton's own files (Triton's ~500 MB ``libtriton.so`` among them) — about 2.4 s measured on this
     project's 2-core CPU machine (0.9 s imports, 1.4 s keys, torch 2.13 + Triton 3.9), time torch charges to the
-    first compile (``Step_0``). ``start`` runs exactly that work in a thread (the results are cached by torch per
-    process: ``torch_key``, ``CacheBase.get_system``); ``join`` waits for it before anything compiles, so no import
-    races a compile, and says how long it waited. ``WAN_ENHANCED_COMPILE_PREFETCH=0`` switches it off (to measure it).
+    first compile (``Step_0``). ``start`` runs exactly that work in a thread (torch caches the results per process:
+    ``torch_key``, ``CacheBase.get_system``). It starts after the artifacts are loaded (which import part of inductor
+    themselves) and ``join`` is called before anything else touches the compiler — the first thing ``apply_vae`` (a
+    compiled VAE) and ``apply_dit`` (FA4, the Triton op, the compile) do — so the only imports beside it are the
+    model loaders'; ``join`` says how long it waited. The thread's own torch timers land in ``run.compile_time`` under
+    the stage that ended next (a load stage). ``WAN_ENHANCED_COMPILE_PREFETCH=0`` switches it off (to measure it).
     """
 
     ENV = "WAN_ENHANCED_COMPILE_PREFETCH"
+    WHAT = "import torch._inductor.compile_fx; torch_key(); CacheBase.get_system() (in a thread)"
 
-    def __init__(self) -> None:
+    def __init__(self, device_index: int | None = None) -> None:
         import threading
 
+        self.device_index = device_index  # the run's GPU: get_system() reads the current device's name
         self.seconds: float | None = None
         self.wait_s: float | None = None
         self.error: str | None = None
@@ -211,9 +216,15 @@ class CompilePrefetch:
         """Unless ``WAN_ENHANCED_COMPILE_PREFETCH`` is ``0``."""
         return os.environ.get(cls.ENV, "1").strip() != "0"
 
+    @classmethod
+    def switched_off(cls) -> dict[str, Any]:
+        """The report's entry when a compiled run had it switched off."""
+        return {"what": cls.WHAT, "enabled": False, "why": f"{cls.ENV}=0", "seconds": None, "wait_s": None,
+                "error": None}
+
     def start(self) -> CompilePrefetch:
         """Begin in the background (Dynamo is imported here first, in the calling thread)."""
-        import torch._dynamo  # noqa: F401 - the thread then imports only what nothing else imports meanwhile
+        import torch._dynamo  # noqa: F401 - the thread then imports only inductor's own modules
 
         self._thread.start()
         return self
@@ -223,6 +234,10 @@ class CompilePrefetch:
 
         t0 = time.perf_counter()
         try:
+            import torch
+
+            if self.device_index is not None:  # a new thread's current device is GPU 0
+                torch.cuda.set_device(self.device_index)
             import torch._inductor.compile_fx  # noqa: F401 - the import is the work
             from torch._inductor.codecache import CacheBase, torch_key
 
@@ -232,20 +247,20 @@ class CompilePrefetch:
             self.error = f"{type(exc).__name__}: {exc}"[:300]
         self.seconds = round(time.perf_counter() - t0, 4)
 
-    def join(self) -> float:
-        """Wait for the thread (if it was started); returns and records the seconds waited."""
+    def join(self, timeout: float | None = None) -> float:
+        """Wait for the thread (if it was started; at most ``timeout`` s); returns and records the seconds waited."""
         import time
 
         t0 = time.perf_counter()
-        if self._thread.is_alive() or self._thread.ident is not None:
-            self._thread.join()
+        if self._thread.ident is not None:
+            self._thread.join(timeout)
         self.wait_s = round(time.perf_counter() - t0, 4)
         return self.wait_s
 
     def to_dict(self) -> dict[str, Any]:
         """As recorded in reports (``run.compile_cache.prefetch``)."""
-        return {"what": "import torch._inductor.compile_fx; torch_key(); CacheBase.get_system() (in a thread)",
-                "seconds": self.seconds, "wait_s": self.wait_s, "error": self.error}
+        return {"what": self.WHAT, "enabled": True, "why": None, "seconds": self.seconds, "wait_s": self.wait_s,
+                "error": self.error}
 
 
 #: the torch helpers Dynamo writes into a graph for ``with torch.nn.attention.sdpa_kernel(...)`` (diffusers'
@@ -328,9 +343,10 @@ class CompileClock:
             from torch._dynamo.utils import calculate_time_spent, compilation_time_metrics, counters
 
             times = {k: float(v) for k, v in calculate_time_spent().items()}
-            for k, v in compilation_time_metrics.items():  # every timer torch keeps; "~" marks the minor ones
+            # every timer torch keeps ("~": the minor ones); copied first, as CompilePrefetch's thread may add some
+            for k, v in list(dict(compilation_time_metrics).items()):
                 if k not in times:
-                    times[k if k in cls.DETAIL else f"~{k}"] = float(sum(v))
+                    times[k if k in cls.DETAIL else f"~{k}"] = float(sum(list(v)))
             counts = {f"{g}.{k}": int(counters[g][k]) for g, k in cls.COUNTERS if counters[g][k]}
             return times, counts
         except Exception:  # noqa: BLE001 - a torch without these timers: nothing to charge

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -81,6 +81,8 @@ class FastPath:
     fused_qk_rope: str = "auto"
     fused_qk_rope_note: str = ""  # with 'on': whether the Triton op can run here or diffusers' arithmetic runs
     aot_cache_note: str = ""  # compiled blocks: what was marked cacheable for AOT autograd's cache, and its key
+    # the run's CompilePrefetch (compile_cache), joined before anything compiles; not a setting: not in to_dict
+    prefetch: Any = field(default=None, repr=False, compare=False)
 
     def resolve(self, device: torch.device, vae_dtype: torch.dtype = torch.bfloat16,
                 context_parallel: bool = False) -> FastPath:
@@ -122,7 +124,9 @@ class FastPath:
 
     def to_dict(self) -> dict[str, Any]:
         """Settings as recorded in reports."""
-        return asdict(self)
+        out = asdict(replace(self, prefetch=None))
+        del out["prefetch"]
+        return out
 
     def apply_dit(self, dit: Any, device: torch.device | None = None) -> None:
         """Set the attention backend and compile the repeated blocks of ``dit`` (in place).
@@ -133,6 +137,8 @@ class FastPath:
         in place to the backend actually used (cuDNN when compiled, SDPA's choice otherwise), with the
         reason in ``attention_note``, so the report shows what ran. An explicit ``flash4`` raises instead.
         """
+        if self.prefetch is not None:  # the compiler's set-up in the background: done before FA4, the op, the compile
+            self.prefetch.join()
         if self.attention_backend == "flash4":
             try:
                 activate_fa4()
@@ -162,10 +168,6 @@ class FastPath:
         if self.compile == "blocks":
             from .compile_cache import allow_sdpa_kernel_graphs_in_cache
 
-            prefetch = getattr(self, "prefetch", None)  # a CompilePrefetch the run started (not a field: not reported)
-            if prefetch is not None:
-                prefetch.join()  # its imports never race the compile
-
             marked = allow_sdpa_kernel_graphs_in_cache()  # after FA4's activation: it is part of the key
             self.aot_cache_note = (f"{', '.join(marked)} marked cacheable ({next(iter(marked.values()))}): the "
                                    "blocks' sdpa_kernel no longer bypasses AOT autograd's cache"
@@ -175,6 +177,8 @@ class FastPath:
     def apply_vae(self, vae: Any) -> None:
         """Put the conv weights of ``vae`` in the chosen layout and compile its decoder blocks (in place)."""
         if self.vae_compile == "blocks":
+            if self.prefetch is not None:
+                self.prefetch.join()
             compile_vae_blocks(vae)
         if self.vae_layout != "channels_last":
             return

@@ -143,6 +143,7 @@ def run_generation(cfg: RunConfig, *, progress: bool = True, sample_interval_s: 
             if cache.artifacts == "pending":  # before anything compiles; its own stage: every second counted
                 with monitor.stage(LOAD_COMPILE_CACHE.name, LOAD_COMPILE_CACHE.comment):
                     load_cache(cache, cfg, device, pipe)
+            start_prefetch(cache, device, pipe)
             pipe.generate()
     except BaseException as exc:  # noqa: BLE001 - recorded in the report; re-raised only if interrupted
         failure = exc
@@ -159,6 +160,8 @@ def run_generation(cfg: RunConfig, *, progress: bool = True, sample_interval_s: 
             _keep_latents(pipe, cfg, error)
         message = error["message"]
     _note_other_processes(system, device)
+    if isinstance(cache.prefetch, CompilePrefetch) and cache.prefetch.wait_s is None:  # a run that failed first
+        cache.prefetch.join(timeout=30)  # its numbers in the report; never an import running at exit
     pipe.compile_cache = cache
     report = build_report(monitor, run=_run_info(cfg, pipe, budget), weights=_weights(cfg, pipe),
                           outputs=_outputs(pipe), status=status, error=error, system=system,
@@ -218,10 +221,19 @@ def prepare_cache(cfg: RunConfig, device: torch.device, pipe: TI2VPipeline) -> C
         env = use_cache_dir(cache_dir)
     except OSError as exc:
         return CacheState(str(cache_dir), {}, "failed", f"cache directory unusable: {exc}")
-    state = CacheState(str(cache_dir), env, "pending")
-    if pipe.fast.compile == "blocks" and CompilePrefetch.enabled():  # after the cache variables are set
-        state.prefetch = pipe.fast.prefetch = CompilePrefetch().start()  # joined by apply_dit before compiling
-    return state
+    return CacheState(str(cache_dir), env, "pending")
+
+
+def start_prefetch(cache: CacheState, device: torch.device, pipe: TI2VPipeline) -> None:
+    """A compiled run: the compiler's set-up in the background (after the artifacts; ``apply_dit`` joins it)."""
+    if pipe.fast.compile != "blocks":
+        return
+    if not CompilePrefetch.enabled():
+        cache.prefetch = CompilePrefetch.switched_off()
+        return
+    index = (device.index if device.index is not None else torch.cuda.current_device()) if device.type == "cuda" \
+        else None
+    cache.prefetch = pipe.fast.prefetch = CompilePrefetch(index).start()
 
 
 def load_cache(cache: CacheState, cfg: RunConfig, device: torch.device, pipe: TI2VPipeline) -> None:
