@@ -381,3 +381,22 @@ def test_apply_dit_and_apply_vae_join_the_prefetch_before_touching_the_compiler(
     finally:
         torch._inductor.config.unsafe_marked_cacheable_functions = restore
     assert calls == ["join", "compile vae", "join", "fa4", "backend _native_flash", "compile"]
+
+
+def test_a_failed_read_of_torchs_timers_charges_nothing_twice(monkeypatch):
+    from types import SimpleNamespace
+
+    readings = iter([({"backend_compile": 1.0}, {}), None, ({"backend_compile": 3.0}, {})])
+    monkeypatch.setattr(cc.CompileClock, "_read", classmethod(lambda cls: next(readings)))
+    clock = cc.CompileClock()  # baseline 1.0 s
+    clock.on_stage_end(SimpleNamespace(name="A"))  # unreadable (e.g. the prefetch thread adding a timer): skipped
+    clock.on_stage_end(SimpleNamespace(name="B"))
+    assert clock.by_stage == {"B": {"backend_compile": 2.0}}
+
+
+def test_a_bad_prefetch_switch_is_one_line_before_anything_loads():
+    r = subprocess.run([sys.executable, str(ROOT / "generate.py"), "--task", "tiny", "--device", "cpu"],
+                       capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT / "src"), WAN_ENHANCED_COMPILE_PREFETCH="off"))
+    assert r.returncode == 2 and r.stderr.strip() == (
+        "error: WAN_ENHANCED_COMPILE_PREFETCH: 'off' is not allowed; allowed: 0 (off), 1 (on, the default)"), r.stderr

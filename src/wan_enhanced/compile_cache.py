@@ -190,7 +190,7 @@ class CompilePrefetch:
 
     A warm process's first compile still imports inductor (~550 modules) and computes the caches' keys, which hash
     torch's and Triton's own files (Triton's ~500 MB ``libtriton.so`` among them) — about 2.4 s measured on this
-    project's 2-core CPU machine (0.9 s imports, 1.4 s keys, torch 2.13 + Triton 3.9), time torch charges to the
+    project's 2-core CPU machine (one run: 0.9 s imports, 1.4 s keys, torch 2.13 + Triton 3.9), time torch charges to the
     first compile (``Step_0``). ``start`` runs exactly that work in a thread (torch caches the results per process:
     ``torch_key``, ``CacheBase.get_system``). It starts after the artifacts are loaded (which import part of inductor
     themselves) and ``join`` is called before anything else touches the compiler — the first thing ``apply_vae`` (a
@@ -215,6 +215,15 @@ class CompilePrefetch:
     def enabled(cls) -> bool:
         """Unless ``WAN_ENHANCED_COMPILE_PREFETCH`` is ``0``."""
         return os.environ.get(cls.ENV, "1").strip() != "0"
+
+    @classmethod
+    def check_env(cls) -> None:
+        """A one-line ``ConfigError`` for a value of ``WAN_ENHANCED_COMPILE_PREFETCH`` other than 0 or 1."""
+        value = os.environ.get(cls.ENV)
+        if value is not None and value.strip() not in ("0", "1"):
+            from .errors import ConfigError
+
+            raise ConfigError(f"{cls.ENV}: {value!r} is not allowed; allowed: 0 (off), 1 (on, the default)")
 
     @classmethod
     def switched_off(cls) -> dict[str, Any]:
@@ -248,14 +257,16 @@ class CompilePrefetch:
         self.seconds = round(time.perf_counter() - t0, 4)
 
     def join(self, timeout: float | None = None) -> float:
-        """Wait for the thread (if it was started; at most ``timeout`` s); returns and records the seconds waited."""
+        """Wait for the thread (if it was started; at most ``timeout`` s); returns the seconds waited (``wait_s``
+        adds up every join)."""
         import time
 
         t0 = time.perf_counter()
         if self._thread.ident is not None:
             self._thread.join(timeout)
-        self.wait_s = round(time.perf_counter() - t0, 4)
-        return self.wait_s
+        waited = time.perf_counter() - t0
+        self.wait_s = round((self.wait_s or 0.0) + waited, 4)  # all joins together (a compiled VAE's, the DiT's)
+        return round(waited, 4)
 
     def to_dict(self) -> dict[str, Any]:
         """As recorded in reports (``run.compile_cache.prefetch``)."""
@@ -333,12 +344,13 @@ class CompileClock:
                 ("stats", "unique_graphs"))
 
     def __init__(self) -> None:
-        self._last = self._read()
+        self._last = self._read() or ({}, {})
         self.by_stage: dict[str, dict[str, float]] = {}
         self.counts_by_stage: dict[str, dict[str, int]] = {}
 
     @classmethod
-    def _read(cls) -> tuple[dict[str, float], dict[str, int]]:
+    def _read(cls) -> tuple[dict[str, float], dict[str, int]] | None:
+        """torch's cumulative timers and counters now; ``None`` if they could not be read this time."""
         try:
             from torch._dynamo.utils import calculate_time_spent, compilation_time_metrics, counters
 
@@ -349,13 +361,16 @@ class CompileClock:
                     times[k if k in cls.DETAIL else f"~{k}"] = float(sum(list(v)))
             counts = {f"{g}.{k}": int(counters[g][k]) for g, k in cls.COUNTERS if counters[g][k]}
             return times, counts
-        except Exception:  # noqa: BLE001 - a torch without these timers: nothing to charge
-            return {}, {}
+        except Exception:  # noqa: BLE001 - a torch without these timers, or a read racing the prefetch thread
+            return None
 
     def on_stage_end(self, rec: Any) -> None:
         """Monitor listener: charge the compile time that grew during ``rec`` to it (never raises)."""
-        (t_now, c_now), (t_last, c_last) = self._read(), self._last
-        self._last = (t_now, c_now)
+        now = self._read()
+        if now is None:  # keep the last reading: what grew goes to the next stage that reads, never twice
+            return
+        (t_now, c_now), (t_last, c_last) = now, self._last
+        self._last = now
         grew = {k.lstrip("~"): round(v - t_last.get(k, 0.0), 4) for k, v in t_now.items()
                 if v - t_last.get(k, 0.0) > (self.MIN_S if k.startswith("~") else 1e-4)}
         counted = {k: v - c_last.get(k, 0) for k, v in c_now.items() if v - c_last.get(k, 0) > 0}

@@ -173,6 +173,9 @@ def validate(cfg: RunConfig, *, world_size: int | None = None, cuda_available: b
 
     validate_fastpath(r.compile, r.attention_backend, r.ulysses_size, r.vae_layout, r.vae_compile,
                       r.fused_qk_rope)
+    from .compile_cache import CompilePrefetch
+
+    CompilePrefetch.check_env()
     ws = env_world_size() if world_size is None else world_size
     w, h = r.width_height
     tokens = video_tokens(r.frame_num, h, w, p.vae_stride, p.patch_size)
