@@ -16,10 +16,19 @@
 # Next (not yet run): e, then g and h with the defaults (EXTRA unset: --fused_qk_rope auto = on), and p:
 #   call (carry .fa): bash benchmark/device_h200_issue17.sh p   # a warm Step_0: the compiler's set-up in the background
 #                     off/on (WAN_ENHANCED_COMPILE_PREFETCH), then cProfile of its compile (1-step jobs)
+# Third round (2026-12-02, benchmark/results/h200/s9/), defaults (--fused_qk_rope auto = on, the background set-up on):
+#   u (carry .ff); g (carry .fa: warmup, warm_1, art_2, warm_2; warmup's artifacts come back); h (carry .fa: diffusers
+#   plain, art_1, art_3); END_S=420 ... p; END_S=200 ... g (one more warm job). Planned but not run (no device time
+#   left): a machine handed out fresh (give_back first): u (carry .ff), then q (carry .fa .art, .art/artifacts holding
+#   g's artifacts — made by code with Prepare_DiT and the FA4 kernels packed, i.e. after 2026-12-02 s9): the first
+#   process of a fresh machine is a 50-step job with only the shipped artifacts (art_fresh_1); then
+#   WARM=/tmp/c19f bash benchmark/device_h200_issue17.sh p on that machine's now warm caches.
+# A call's END_S must leave the script's first ~16 s (bundles, probes) plus the run's timeout (170 s for 50 steps).
 # Every run is `generate.py --task ti2v-5B --weights random` (1280x704, 121 frames, CFG 5) with default flags unless
 # said. Logs and reports go to $OUT/<phase>/, tarred at the end; the last thing printed is the table.
 set -uo pipefail
-phase=${1:?a, b, c, d, e, f, g, h or p}
+phase=${1:?a, b, c, d, e, f, g, h, p, q or u}
+WARM=${WARM:-/tmp/c18a}  # the warm cache folder phases g, h and p use
 mkdir -p .site "$OUT/$phase"
 O=$OUT/$phase
 for t in .fa/*.tar.xz .ff/*.tar.xz; do  # each bundle once per machine
@@ -33,7 +42,7 @@ J="--task ti2v-5B --weights random --quiet ${EXTRA:-}"  # EXTRA: flags for every
 SAVE=""
 if python3 -c "import imageio_ffmpeg, os, sys; sys.exit(not os.access(imageio_ffmpeg.get_ffmpeg_exe(), os.X_OK))" \
     2>/dev/null; then SAVE=yes; else echo "no H.264 encoder on this machine: runs without --save_file" | tee "$O/NO_MP4"; fi
-python3 -c "import flash_attn.cute" 2>/dev/null && echo "FA4: importable" || echo "FA4: not importable"
+[ "$phase" = q ] || { python3 -c "import flash_attn.cute" 2>/dev/null && echo "FA4: importable" || echo "FA4: not importable"; }  # q: nothing imported before its job
 ls .site | tr '\n' ' ' > "$O/site.txt"; nvidia-smi --query-gpu=name,driver_version,power.limit --format=csv > "$O/gpu.txt"
 
 END=${END_S:-575}  # the call's own deadline (the device's limit is 600 s): a run that would not fit is skipped
@@ -51,12 +60,13 @@ run() {  # run NAME TIMEOUT_S ARGS... : one generate process, its log and report
 fresh_with_artifacts() {  # a cache dir holding only the artifacts of ${2:-/tmp/c17a} (no inductor/Triton/FA4 caches)
   rm -rf "$1" && mkdir -p "$1" && cp -r "${2:-/tmp/c17a}/artifacts" "$1/"
 }
-warmup_if_fresh() {  # a call on a fresh machine: /tmp/c18a's caches are gone, warm up again (said in FRESH)
-  [ -d /tmp/c18a/artifacts ] && return 0
-  echo "fresh machine: no /tmp/c18a, warmup again" | tee "$O/FRESH"
+warmup_if_fresh() {  # a call on a fresh machine: $WARM's caches are gone, warm up again (said in FRESH)
+  [ -d "$WARM/artifacts" ] && return 0
+  echo "fresh machine: no $WARM, warmup again" | tee "$O/FRESH"
   local t0=$SECONDS
-  timeout 240 python3 -m wan_enhanced.cli warmup $J --cache_dir /tmp/c18a > "$O/warmup.log" 2>&1
+  timeout 240 python3 -m wan_enhanced.cli warmup $J --cache_dir "$WARM" > "$O/warmup.log" 2>&1
   echo "warmup rc=$? process $((SECONDS - t0)) s" | tee -a "$O/processes.txt"
+  cp -r "$WARM/artifacts" "$O/" 2>/dev/null  # they come back in the tar (phase q ships them to a fresh machine)
 }
 
 case $phase in
@@ -140,9 +150,9 @@ PY
         #  the two dit_fast commands above with timeout 110, then the GPU test)
   g)  # the 50-step jobs: the machine's warm caches, and a fresh cache folder with only warmup's artifacts
     warmup_if_fresh
-    run warm_1 170 --cache_dir /tmp/c18a
-    fresh_with_artifacts /tmp/c18b2 /tmp/c18a; run art_2 170 --cache_dir /tmp/c18b2
-    run warm_2 170 --cache_dir /tmp/c18a
+    run warm_1 170 --cache_dir "$WARM"
+    fresh_with_artifacts /tmp/c18b2 "$WARM"; run art_2 170 --cache_dir /tmp/c18b2
+    run warm_2 170 --cache_dir "$WARM"
     ;;
   h)  # diffusers' WanPipeline as documented (3 steps timed, extrapolated to 50 and labelled), then ours
     warmup_if_fresh
@@ -150,23 +160,41 @@ PY
     timeout 200 python3 benchmark/peers.py --out "$O/peers" --ckpt_dir /tmp/ckpt --steps 3 --peers diffusers_plain \
       > "$O/peers.log" 2>&1
     echo "peers rc=$? process $((SECONDS - t0)) s" | tee -a "$O/processes.txt"
-    fresh_with_artifacts /tmp/c18b3 /tmp/c18a; run art_3 170 --cache_dir /tmp/c18b3
-    run warm_3 170 --cache_dir /tmp/c18a
+    fresh_with_artifacts /tmp/c18b1 "$WARM"; run art_1 170 --cache_dir /tmp/c18b1
+    fresh_with_artifacts /tmp/c18b3 "$WARM"; run art_3 170 --cache_dir /tmp/c18b3
+    run warm_3 170 --cache_dir "$WARM"
     ;;
-  p)  # where a warm Step_0's compile seconds go: the background set-up off/on (ABAB, 1-step jobs on /tmp/c18a's warm
-      # caches), then cProfile of one such job
+  p)  # where a warm Step_0's compile seconds go: the background set-up off/on (ABAB, 1-step jobs on $WARM's warm
+      # caches), which kernels inductor still benchmarks at run time (trace_autotune.py), then cProfile of one job
     warmup_if_fresh
     for k in 1 2; do
-      WAN_ENHANCED_COMPILE_PREFETCH=0 run pf_off_$k 120 --sample_steps 1 --cache_dir /tmp/c18a
-      run pf_on_$k 120 --sample_steps 1 --cache_dir /tmp/c18a
+      WAN_ENHANCED_COMPILE_PREFETCH=0 run pf_off_$k 120 --sample_steps 1 --cache_dir "$WARM"
+      run pf_on_$k 120 --sample_steps 1 --cache_dir "$WARM"
     done
-    t0=$SECONDS
-    timeout 240 python3 -m cProfile -o "$O/step0.prof" generate.py $J --sample_steps 1 --cache_dir /tmp/c18a \
-      --report_file "$O/prof_1.json" > "$O/prof.log" 2>&1
-    echo "profiled job rc=$? process $((SECONDS - t0)) s" | tee -a "$O/processes.txt"
-    python3 -c "import pstats, sys; pstats.Stats(sys.argv[1]).sort_stats('cumulative').print_stats(
-      'torch/_(inductor|dynamo|functorch)|triton|flash_attn', 60)" "$O/step0.prof" > "$O/step0_top.txt" 2>&1
-    head -n 90 "$O/step0_top.txt" | tail -n 60 ;;
+    if fits traced 90; then
+      t0=$SECONDS
+      timeout 90 python3 benchmark/trace_autotune.py --trace_out "$O/autotune.json" -- $J --sample_steps 1 \
+        --cache_dir "$WARM" --report_file "$O/ta_1.json" > "$O/ta.log" 2>&1
+      echo "traced job rc=$? process $((SECONDS - t0)) s" | tee -a "$O/processes.txt"
+      python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('autotune:', d['calls'], 'calls', d['seconds'], 's;',
+        d['best_config_files_in_cache'], '.best_config files;', [(r['kernel'], r['launchers'], (r['autotune_cache_info'] or {}).get('autotune_cache_state')) for r in d['records']][:12])" \
+        "$O/autotune.json" 2>&1 | tee -a "$O/processes.txt"
+    fi
+    if fits profiled 100; then
+      t0=$SECONDS
+      timeout 240 python3 -m cProfile -o "$O/step0.prof" generate.py $J --sample_steps 1 --cache_dir "$WARM" \
+        --report_file "$O/prof_1.json" > "$O/prof.log" 2>&1
+      echo "profiled job rc=$? process $((SECONDS - t0)) s" | tee -a "$O/processes.txt"
+      python3 -c "import pstats, sys; pstats.Stats(sys.argv[1]).sort_stats('cumulative').print_stats(
+        'torch/_(inductor|dynamo|functorch)|triton|flash_attn', 60)" "$O/step0.prof" > "$O/step0_top.txt" 2>&1
+      head -n 90 "$O/step0_top.txt" | tail -n 40
+    fi ;;
+  u)  # unpack the carried bundles into .site (the loop above) and nothing else: a fresh machine stays fresh
+    echo "unpacked: $(ls .site | tr '\n' ' ')" | tee -a "$O/processes.txt" ;;
+  q)  # the first process on a fresh machine: a 50-step job whose cache folder holds only the shipped artifacts
+    ls -la .art/artifacts | tee -a "$O/processes.txt"
+    fresh_with_artifacts /tmp/c19f .art; run art_fresh_1 175 --cache_dir /tmp/c19f
+    ;;
 esac
 python3 benchmark/issue17_table.py --out "$O/summary.json" "$O"/*.json > "$O/table.md" 2> "$O/table.err"
 tar -czf "$OUT/issue17_$phase.tar.gz" -C "$OUT" "$phase"

@@ -7,7 +7,9 @@ Each report is one run; runs are grouped by their file name without a trailing `
 
 Columns, all read from the reports (stage durations measured by the monitor):
 - ``job excl. load``: ``Total`` minus the weight-loading stages (``Load_Text_Encoder``, ``Load_VAE``,
-  ``Load_DiT``); ``Load_Compile_Cache`` stays in (it is part of the cold start);
+  ``Load_DiT``); ``Load_Compile_Cache`` and ``Prepare_DiT`` stay in (they are part of the cold start; reports
+  written before ``Prepare_DiT`` existed, ``h200/s7``–``s9``, have FA4's activation and kernel check inside
+  ``Load_DiT``, so their job time leaves it out);
 - ``Step_0`` and its ratio to the steady step (``totals.steady_s_per_step``);
 - ``decode + mp4``: ``VAE_Decoding`` + ``Save_Video`` (with ``--encode_overlap`` the encoder runs during the decode);
 - ``compile in Step_0``: torch's compile timers charged to ``Step_0`` (``run.compile_time``): the whole frame

@@ -62,6 +62,100 @@ def test_artifacts_load_only_for_their_key_and_a_mismatch_names_the_field(monkey
     assert reason.endswith("not loaded (compiling from scratch; `wan-enhanced warmup` here makes matching ones)")
 
 
+def _fa4_cache(root: Path) -> dict[str, bytes]:
+    """A stand-in FlashAttention-4 CuTe DSL cache: <fingerprint>/<name>/<sha>.o, plus files that must not travel."""
+    files = {"f1nger/fwd/aa11.o": b"KERNEL-A", "f1nger/fwd/bb22.o": b"KERNEL-B" * 100, "f1nger/cc33.o": b"KERNEL-C"}
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    (root / "f1nger/fwd/aa11.lock").write_bytes(b"")  # FA4's lock files and half-written temporaries stay home
+    (root / "f1nger/fwd/.dd44.123.tmp.o").write_bytes(b"HALF")
+    return files
+
+
+def test_fa4_kernels_travel_with_the_artifacts_and_never_overwrite(monkeypatch, tmp_path):
+    # torch's artifacts do not hold FlashAttention-4's kernels: on an H200 a fresh folder with only the artifacts
+    # paid ~3.5 s more in Load_DiT than a warm one (h200/s9), FA4 building its kernels again
+    monkeypatch.setattr(torch.compiler, "save_cache_artifacts", lambda: (b"ARTIFACTS", None))
+    monkeypatch.setattr(torch.compiler, "load_cache_artifacts", lambda data: None)
+    made, fresh = tmp_path / "made", tmp_path / "fresh"
+    monkeypatch.setenv("FLASH_ATTENTION_CUTE_DSL_CACHE_DIR", str(made / "fa4_cute"))
+    monkeypatch.setenv(cc.FA4_CACHE_SWITCH, "1")
+    files = _fa4_cache(made / "fa4_cute")
+    key = _key(attention_backend="flash4")
+    cc.save_artifacts(made, key)
+    kid = cc.key_id(key)
+    meta = json.loads((made / "artifacts" / f"{kid}.json").read_text())
+    assert meta["fa4_kernels"] == {"files": 3, "bytes": sum(len(b) for b in files.values())}
+    assert cc.fa4_bundle_path(made, kid).is_file()
+    # a fresh machine: only the artifacts folder travels; one kernel of its own is already there
+    (fresh / "artifacts").mkdir(parents=True)
+    for f in (made / "artifacts").iterdir():
+        (fresh / "artifacts" / f.name).write_bytes(f.read_bytes())
+    mine = fresh / "fa4_cute" / "f1nger/cc33.o"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"MINE")
+    monkeypatch.setenv("FLASH_ATTENTION_CUTE_DSL_CACHE_DIR", str(fresh / "fa4_cute"))
+    status, reason = cc.load_artifacts(fresh, key)
+    assert status == "loaded"
+    assert reason.endswith(f"; FlashAttention-4 kernels: 2 restored ({(8 + 800) / 2**20:.1f} MiB), 1 already there")
+    got = {p.relative_to(fresh / "fa4_cute").as_posix(): p.read_bytes()
+           for p in (fresh / "fa4_cute").rglob("*") if p.is_file()}
+    assert got == {**files, "f1nger/cc33.o": b"MINE"}  # byte for byte; the machine's own file kept; no lock, no tmp
+    assert cc.load_artifacts(fresh, key)[1].endswith("0 restored (0.0 MiB), 3 already there")
+    monkeypatch.setenv(cc.FA4_CACHE_SWITCH, "0")  # FA4's disk cache off here: nothing to restore into
+    assert cc.load_artifacts(fresh, key)[1].endswith("not restored: its disk cache is off here")
+
+
+def test_without_fa4_no_kernels_are_packed(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.compiler, "save_cache_artifacts", lambda: (b"ARTIFACTS", None))
+    monkeypatch.setenv("FLASH_ATTENTION_CUTE_DSL_CACHE_DIR", str(tmp_path / "fa4_cute"))
+    monkeypatch.setenv(cc.FA4_CACHE_SWITCH, "1")
+    _fa4_cache(tmp_path / "fa4_cute")
+    key = _key(attention_backend="cudnn")
+    cc.save_artifacts(tmp_path, key)
+    kid = cc.key_id(key)
+    assert json.loads((tmp_path / "artifacts" / f"{kid}.json").read_text())["fa4_kernels"] is None
+    assert not cc.fa4_bundle_path(tmp_path, kid).exists()
+
+
+def test_a_bundle_member_outside_the_folder_or_not_a_kernel_is_refused(tmp_path):
+    import io
+    import tarfile
+
+    from wan_enhanced.file_bundle import unpack
+
+    src = tmp_path / "b.tar"
+    with tarfile.open(src, "w") as tar:
+        for name, data in (("../escape.o", b"X"), ("/abs.o", b"X"), ("ok/k.o", b"GOOD"), ("ok/notes.txt", b"X"),
+                           ("ok/.hidden.o", b"X")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("ok/link.o")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
+    n = unpack(src, tmp_path / "dest", ".o")
+    assert (n.written, n.present, n.refused, n.bytes) == (1, 0, 5, 4)
+    assert [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file() and p != src] == \
+        ["dest/ok/k.o"]
+
+
+def test_a_broken_fa4_bundle_is_said_and_the_artifacts_still_load(monkeypatch, tmp_path):
+    loaded = []
+    monkeypatch.setattr(torch.compiler, "load_cache_artifacts", lambda data: loaded.append(data))
+    monkeypatch.setenv("FLASH_ATTENTION_CUTE_DSL_CACHE_DIR", str(tmp_path / "fa4_cute"))
+    monkeypatch.setenv(cc.FA4_CACHE_SWITCH, "1")
+    key = _key(attention_backend="flash4")
+    kid = cc.key_id(key)
+    (tmp_path / "artifacts").mkdir()
+    (tmp_path / "artifacts" / f"{kid}.bin").write_bytes(b"ARTIFACTS")
+    cc.fa4_bundle_path(tmp_path, kid).write_bytes(b"not a tar")
+    status, reason = cc.load_artifacts(tmp_path, key)
+    assert status == "loaded" and loaded == [b"ARTIFACTS"]
+    assert "FlashAttention-4's kernels not restored (ReadError: " in reason and reason.endswith("FA4 builds them")
+
+
 def test_a_broken_artifact_file_is_said_and_the_run_compiles(monkeypatch, tmp_path):
     def refuse(data):
         raise RuntimeError("bad magic")
@@ -109,7 +203,9 @@ def test_warmup_artifacts_travel_to_a_fresh_cache_dir(tmp_path):
     assert g.returncode == 0, g.stderr
     rep = json.loads((tmp_path / "r.json").read_text())
     assert rep["run"]["compile_cache"]["artifacts"] == "loaded"
-    assert [s["name"] for s in rep["stages"] if s["parent"] == "Total"][0] == "Load_Compile_Cache"
+    assert [s["name"] for s in rep["stages"] if s["parent"] == "Total"] == [
+        "Load_Compile_Cache", "Load_Text_Encoder", "Text_Encoding", "Free_Text_Encoder", "Load_VAE", "Load_DiT",
+        "Prepare_DiT", "Denoising", "Free_DiT", "VAE_Decoding"]  # the compile set-up is not weight loading
     pre = rep["run"]["compile_cache"]["prefetch"]  # the compiler's set-up ran in the background, then was joined
     assert pre["error"] is None and pre["seconds"] > 0 and pre["wait_s"] >= 0 and "torch_key()" in pre["what"]
 

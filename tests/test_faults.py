@@ -604,9 +604,16 @@ def test_a_case_dies_with_its_runner_and_writes_nothing_later(tmp_path):
                                "--reports-dir", str(tmp_path / "rep"), "--output", str(tmp_path / "r.md"),
                                "--generate-cmd", f"{sys.executable} {tmp_path / 'sleepy.py'}"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    pid_file = tmp_path / "rep" / "r" / "a.json.pid"
+    pid_file, manifest = tmp_path / "rep" / "r" / "a.json.pid", tmp_path / "rep" / "r" / "suite.json"
+
+    def started() -> bool:  # the pid file, then the manifest's "running": kill only after both (a loaded CI
+        try:                # machine once landed between them and read "pending")
+            return bool(pid_file.read_text()) and json.loads(manifest.read_text())["cases"][0]["status"] == "running"
+        except (OSError, ValueError, KeyError, IndexError):
+            return False
+
     for _ in range(300):
-        if pid_file.exists() and pid_file.read_text():
+        if started():
             break
         time.sleep(0.05)
     case_pid = int(pid_file.read_text())

@@ -56,7 +56,40 @@ def test_i2v_records_every_stage_of_the_pipeline_order(i2v_t5_cpu):
     assert _top(i2v_t5_cpu) == [k.name for k in stages.PIPELINE_ORDER]
 
 
-@pytest.mark.parametrize("run", ["t2v", "i2v_t5_cpu"])
+@pytest.fixture(scope="module")
+def t2v_native(tmp_path_factory):
+    """A run whose fast path has DiT set-up to do (an attention backend pinned): no compile, so it stays quick."""
+    return _report(tmp_path_factory.mktemp("t2v_native"), attention_backend="native")
+
+
+def test_the_dits_kernel_set_up_is_its_own_stage_after_load_dit_not_part_of_it(t2v, t2v_native):
+    # FA4's kernel build and check, the fused op, the backend and the compile wrappers are not weight loading:
+    # on an H200 they were 3.5-7 s of Load_DiT (h200/s9), hidden from "the job without weight loading"
+    assert _top(t2v_native) == ["Load_Text_Encoder", "Text_Encoding", "Free_Text_Encoder", "Load_VAE", "Load_DiT",
+                                "Prepare_DiT", "Denoising", "Free_DiT", "VAE_Decoding", "Save_Video"]
+    prep = next(s for s in t2v_native["stages"] if s["name"] == "Prepare_DiT")
+    assert prep["comment"] == stages.PREPARE_DIT.comment == "attention kernels and compile set-up"
+    assert stages.bound_of("Prepare_DiT") == stages.HOST_COMPILE and stages.PREPARE_DIT.is_host()
+    assert "Prepare_DiT" not in _top(t2v)  # nothing to set up: no empty stage
+
+
+def test_has_dit_setup_says_whether_apply_dit_has_work():
+    import torch
+
+    from wan_enhanced.fastpath import FastPath
+
+    cpu = torch.device("cpu")
+    assert not FastPath().resolve(cpu).has_dit_setup()
+    for kw in ({"compile": "blocks"}, {"attention_backend": "native"}, {"attention_backend": "flash4"},
+               {"fused_qk_rope": "on"}):
+        assert FastPath(**kw).has_dit_setup(), kw
+    assert FastPath(prefetch=object()).resolve(cpu).has_dit_setup() is False  # resolve drops it: a run sets it after
+    fp = FastPath().resolve(cpu)
+    fp.prefetch = object()
+    assert fp.has_dit_setup()  # the compiler's background set-up is joined there
+
+
+@pytest.mark.parametrize("run", ["t2v", "i2v_t5_cpu", "t2v_native"])
 def test_every_recorded_stage_is_known_with_its_bound_and_parent(run, request):
     report = request.getfixturevalue(run)
     steps = [s for s in report["stages"] if stages.is_step(s["name"])]

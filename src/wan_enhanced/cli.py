@@ -138,9 +138,14 @@ def _warmup(ns: argparse.Namespace) -> int:
     if path is None:
         print("warmup: torch produced no compile artifacts to save", file=sys.stderr)
         return 1
+    import json
+
+    fa4 = json.loads(path.with_suffix(".json").read_text(encoding="utf-8")).get("fa4_kernels")
     print(f"warmup: compile artifacts for {key.get('gpu') or 'this CPU'} ({run.get('task')} {run.get('size')}, "
           f"{run.get('frame_num')} frames, {fast.get('attention_backend')}) in {path} "
-          f"({path.stat().st_size / 2**20:.1f} MiB)", file=sys.stderr)
+          f"({path.stat().st_size / 2**20:.1f} MiB)"
+          + (f"; FlashAttention-4's kernels beside them: {fa4['files']} files ({fa4['bytes'] / 2**20:.1f} MiB)"
+             if fa4 else ""), file=sys.stderr)
     return 0
 
 

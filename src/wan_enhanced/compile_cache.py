@@ -7,7 +7,12 @@ first one's kernels and the directory can be copied to another machine. ``wan-en
 CUDA / diffusers versions, and the settings that shape the compiled graphs — and a run whose key matches loads
 them (``torch.compiler.load_cache_artifacts``) before anything compiles. Artifacts made for another key are
 never loaded: the run says which field differs, instead of silently compiling from scratch. A user's own
-``TORCHINDUCTOR_CACHE_DIR`` / ``TRITON_CACHE_DIR`` are respected and said.
+``TORCHINDUCTOR_CACHE_DIR`` / ``TRITON_CACHE_DIR`` are respected and said. With FlashAttention-4, warmup packs its
+compiled kernels beside the artifacts (torch's artifacts do not hold them) and a matching run restores them.
+
+Why this module is long (~440 lines): the cache folder, the key, the artifacts with FA4's kernels, the AOT-cache
+marks for diffusers' ``sdpa_kernel``, the compile clock and the background set-up all answer one question — what
+a process must compile and what it can reuse — and change together when torch's caching does.
 """
 
 from __future__ import annotations
@@ -130,6 +135,42 @@ def artifacts_dir(cache_dir: Path) -> Path:
     return cache_dir / "artifacts"
 
 
+#: FlashAttention-4's compiled kernels in its CuTe DSL cache (``<dir>/<source fingerprint>/<name>/<sha>.o``)
+FA4_SUFFIX = ".o"
+
+
+def _fa4_dir() -> Path | None:
+    """FlashAttention-4's cache folder when its disk cache is on (set by ``use_cache_dir`` or the user), else None."""
+    d = os.environ.get("FLASH_ATTENTION_CUTE_DSL_CACHE_DIR")
+    return Path(d) if d and os.environ.get(FA4_CACHE_SWITCH) == "1" else None
+
+
+def fa4_bundle_path(cache_dir: Path, kid: str) -> Path:
+    """The tar of FlashAttention-4's kernels saved beside the artifacts of key ``kid``."""
+    return artifacts_dir(cache_dir) / f"{kid}.fa4.tar"
+
+
+def _restore_fa4(cache_dir: Path, kid: str) -> str:
+    """Unpack the FA4 kernels saved with the artifacts (torch's artifacts do not hold them); '' when there are none."""
+    import tarfile
+
+    from .file_bundle import unpack
+
+    src = fa4_bundle_path(cache_dir, kid)
+    if not src.is_file():
+        return ""
+    dest = _fa4_dir()
+    if dest is None:
+        return "; FlashAttention-4's kernels saved with them not restored: its disk cache is off here"
+    try:
+        n = unpack(src, dest, FA4_SUFFIX)
+    except (OSError, EOFError, ValueError, tarfile.TarError) as exc:  # a broken bundle costs only the FA4 build
+        return f"; FlashAttention-4's kernels not restored ({type(exc).__name__}: {str(exc)[:120]}): FA4 builds them"
+    refused = f", {n.refused} refused (not a plain {FA4_SUFFIX} file inside the folder)" if n.refused else ""
+    return (f"; FlashAttention-4 kernels: {n.written} restored ({n.bytes / 2**20:.1f} MiB), {n.present} already "
+            f"there{refused}")
+
+
 def _differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     return [f"{k} {b.get(k)!r} (this run: {a.get(k)!r})" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
@@ -149,7 +190,9 @@ def load_artifacts(cache_dir: Path, key: dict[str, Any]) -> tuple[str, str]:
             torch.compiler.load_cache_artifacts(blob.read_bytes())
         except Exception as exc:  # noqa: BLE001 - a broken file: compile from scratch, and say so
             return "failed", f"{blob}: {type(exc).__name__}: {str(exc)[:200]}; compiling from scratch"
-        return "loaded", f"{blob} ({blob.stat().st_size / 2**20:.1f} MiB in {time.perf_counter() - t0:.2f} s)"
+        fa4 = _restore_fa4(cache_dir, kid)
+        return "loaded", (f"{blob} ({blob.stat().st_size / 2**20:.1f} MiB in {time.perf_counter() - t0:.2f} s)"
+                          f"{fa4}")
     others = []
     for meta in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
@@ -165,10 +208,16 @@ def load_artifacts(cache_dir: Path, key: dict[str, Any]) -> tuple[str, str]:
 
 
 def save_artifacts(cache_dir: Path, key: dict[str, Any]) -> Path | None:
-    """Save this process's compile artifacts under ``key``; ``None`` when torch produced none."""
+    """Save this process's compile artifacts under ``key``; ``None`` when torch produced none.
+
+    With FlashAttention-4 (``key["attention_backend"] == "flash4"``) its compiled kernels are packed beside them
+    (``<key id>.fa4.tar``): torch's artifacts do not hold them, and without them a fresh machine builds them again
+    (``load_artifacts`` restores them). The key file's ``fa4_kernels`` says what was packed (null: nothing).
+    """
     import torch
 
     from .atomic import atomic_output
+    from .file_bundle import pack
 
     got = torch.compiler.save_cache_artifacts()
     if got is None:
@@ -178,8 +227,11 @@ def save_artifacts(cache_dir: Path, key: dict[str, Any]) -> Path | None:
     kid = key_id(key)
     with atomic_output(folder / f"{kid}.bin") as tmp:
         tmp.write_bytes(data)
+    fa4_dir = _fa4_dir() if key.get("attention_backend") == "flash4" else None
+    fa4 = pack(fa4_dir, FA4_SUFFIX, fa4_bundle_path(cache_dir, kid)) if fa4_dir is not None else None
     meta = {"key": key, "bytes": len(data), "info": {k: len(v) for k, v in vars(info).items()
-                                                     if isinstance(v, list)} if info is not None else None}
+                                                     if isinstance(v, list)} if info is not None else None,
+            "fa4_kernels": {"files": fa4.written, "bytes": fa4.bytes} if fa4 is not None else None}
     with atomic_output(folder / f"{kid}.json") as tmp:
         tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
     return folder / f"{kid}.bin"

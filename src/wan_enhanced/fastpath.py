@@ -128,6 +128,11 @@ class FastPath:
         del out["prefetch"]
         return out
 
+    def has_dit_setup(self) -> bool:
+        """True when :meth:`apply_dit` has anything to do (the pipeline records it as ``Prepare_DiT`` then)."""
+        return (self.prefetch is not None or self.attention_backend == "flash4" or self.fused_qk_rope == "on"
+                or ATTENTION_BACKENDS[self.attention_backend] is not None or self.compile == "blocks")
+
     def apply_dit(self, dit: Any, device: torch.device | None = None) -> None:
         """Set the attention backend and compile the repeated blocks of ``dit`` (in place).
 

@@ -11,7 +11,7 @@ diffusers' ``WanPipeline(expand_timesteps=True)`` (text→video) and
 first latent frame (the VAE-encoded image in i2v) gets timestep 0 and is re-blended every step.
 
 Stages, in order (``stages.PIPELINE_ORDER``): ``Load_Text_Encoder``, ``Text_Encoding``,
-``Free_Text_Encoder``, ``Load_VAE``, [``Image_Encoding``], ``Load_DiT``, ``Denoising`` (with [``Warmup``],
+``Free_Text_Encoder``, ``Load_VAE``, [``Image_Encoding``], ``Load_DiT``, [``Prepare_DiT``], ``Denoising`` (with [``Warmup``],
 ``Step_0`` … ``Step_{n-1}``), ``Free_DiT``, [``Save_Latents``], ``VAE_Decoding``, [``Save_Video``]: every piece
 of work the run does between its first and last stage is a stage of its own. The pipeline never formats or measures; it only names its stages, from the registry.
 
@@ -327,8 +327,10 @@ class TI2VPipeline:
             self.dit, info = self.loader.dit(self.device, self.dtype)
             self.residency.admit(self.dit)
             apply_ulysses(self.dit, self.par)
-            self.fast.apply_dit(self.dit, self.device)
         self.result.load_info.append(info)
+        if self.fast.has_dit_setup():  # kernels and compile set-up are not weight loading: their own stage
+            with self.stage(stages.PREPARE_DIT):
+                self.fast.apply_dit(self.dit, self.device)
 
     def initial_noise(self) -> torch.Tensor:
         """Gaussian latent noise from a CPU generator seeded with --base_seed (device independent)."""

@@ -70,6 +70,9 @@ STEP = StageKind("Step_{i}", DIT_COMPUTE, "Compute Heavy", "Denoising")
 WARMUP = StageKind("Warmup", HOST_COMPILE, "untimed warm-up forward (--warmup): compile and kernel build",
                    "Denoising")
 LOAD_COMPILE_CACHE = StageKind("Load_Compile_Cache", HOST_LOAD, "compile artifacts (wan-enhanced warmup)", "Total")
+#: after Load_DiT when the fast path has work: FA4's activation and its kernel build/check, the fused q/k op, the
+#: attention backend, the compiled blocks' set-up (and the wait for the compiler's background set-up); not weights
+PREPARE_DIT = StageKind("Prepare_DiT", HOST_COMPILE, "attention kernels and compile set-up", "Total")
 FREE_TEXT_ENCODER = StageKind("Free_Text_Encoder", HOST_FREE, "release the T5 (gc + cache)", "Total")
 FREE_DIT = StageKind("Free_DiT", HOST_FREE, "release the DiT (gc + cache)", "Total")
 SAVE_LATENTS = StageKind("Save_Latents", HOST_IO, "I/O (denoised latents)", "Total")
@@ -85,7 +88,7 @@ PIPELINE_ORDER = (LOAD_TEXT_ENCODER, TEXT_ENCODING, FREE_TEXT_ENCODER, LOAD_VAE,
                   FREE_DIT, SAVE_LATENTS, VAE_DECODING, SAVE_VIDEO)
 
 _FIXED = {k.name: k for k in (TOTAL, LOAD_COMPILE_CACHE, LOAD_TEXT_ENCODER, TEXT_ENCODING, FREE_TEXT_ENCODER, LOAD_VAE, IMAGE_ENCODING,
-                              LOAD_DIT, DENOISING, WARMUP, FREE_DIT, CFG_EXCHANGE, VAE_DECODING, SAVE_VIDEO,
+                              LOAD_DIT, PREPARE_DIT, DENOISING, WARMUP, FREE_DIT, CFG_EXCHANGE, VAE_DECODING, SAVE_VIDEO,
                               SAVE_LATENTS, OFFLOAD)}
 _STEP_RE = re.compile(r"^Step_(\d+)$")
 _TRANSFER_WORDS = ("offload", "onload", "h2d", "d2h", "transfer", "to_cpu", "to_gpu", "to_device")
