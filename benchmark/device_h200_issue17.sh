@@ -20,9 +20,12 @@
 #   u (carry .ff); g (carry .fa: warmup, warm_1, art_2, warm_2; warmup's artifacts come back); h (carry .fa: diffusers
 #   plain, art_1, art_3); END_S=420 ... p; END_S=200 ... g (one more warm job). Planned but not run (no device time
 #   left): a machine handed out fresh (give_back first): u (carry .ff), then q (carry .fa .art, .art/artifacts holding
-#   g's artifacts — made by code with Prepare_DiT and the FA4 kernels packed, i.e. after 2026-12-02 s9): the first
+#   g's artifacts: `tar -xzf <files_at>/artifacts.tgz -C .art`, made by a warmup of code with Prepare_DiT and the FA4
+#   kernels packed, i.e. after 2026-12-02 s9; g makes them only on a fresh machine, else rm -rf /tmp/c18a first): the first
 #   process of a fresh machine is a 50-step job with only the shipped artifacts (art_fresh_1); then
-#   WARM=/tmp/c19f bash benchmark/device_h200_issue17.sh p on that machine's now warm caches.
+#   WARM=/tmp/c19f bash benchmark/device_h200_issue17.sh p on that machine's now warm caches. A second fresh machine
+#   can measure the whole cache folder copied instead (g leaves $OUT/cache_dir.tgz when ≤ 16 MB; put it in .art/):
+#   u (carry .fa), then Q_MODE=dir ... q (carry .ff .art).
 # A call's END_S must leave the script's first ~16 s (bundles, probes) plus the run's timeout (170 s for 50 steps).
 # Every run is `generate.py --task ti2v-5B --weights random` (1280x704, 121 frames, CFG 5) with default flags unless
 # said. Logs and reports go to $OUT/<phase>/, tarred at the end; the last thing printed is the table.
@@ -66,7 +69,16 @@ warmup_if_fresh() {  # a call on a fresh machine: $WARM's caches are gone, warm 
   local t0=$SECONDS
   timeout 240 python3 -m wan_enhanced.cli warmup $J --cache_dir "$WARM" > "$O/warmup.log" 2>&1
   echo "warmup rc=$? process $((SECONDS - t0)) s" | tee -a "$O/processes.txt"
-  cp -r "$WARM/artifacts" "$O/" 2>/dev/null  # they come back in the tar (phase q ships them to a fresh machine)
+  # the artifacts (with FA4's kernels) come back beside the phase's tar, so a large one cannot sink the results;
+  # phase q ships them to a fresh machine (.art/artifacts); their key files also go into the phase's folder
+  mkdir -p "$O/artifacts" && cp "$WARM"/artifacts/*.json "$O/artifacts/" 2>/dev/null
+  tar -czf "$OUT/artifacts.tgz" -C "$WARM" artifacts 2>/dev/null
+  # the whole cache folder as a user would copy it (phase q with Q_MODE=dir), beside the phase's tar, only when it
+  # comes back (16 MiB a file)
+  tar -czf "$OUT/cache_dir.tgz" -C "$WARM" . 2>/dev/null
+  local sz; sz=$(stat -c %s "$OUT/cache_dir.tgz" 2>/dev/null || echo 0)
+  echo "cache folder tarred: $sz bytes" | tee -a "$O/processes.txt"
+  [ "$sz" -le 16000000 ] || rm -f "$OUT/cache_dir.tgz"
 }
 
 case $phase in
@@ -192,9 +204,15 @@ PY
   u)  # unpack the carried bundles into .site (the loop above) and nothing else: a fresh machine stays fresh
     echo "unpacked: $(ls .site | tr '\n' ' ')" | tee -a "$O/processes.txt" ;;
   q)  # the first process on a fresh machine: a 50-step job whose cache folder holds only the shipped artifacts
-    ls -la .art/artifacts | tee -a "$O/processes.txt"
-    fresh_with_artifacts /tmp/c19f .art; run art_fresh_1 175 --cache_dir /tmp/c19f
-    ;;
+      # (Q_MODE=artifacts, .art/artifacts) or the whole cache folder a warm machine had (Q_MODE=dir, .art/cache_dir.tgz
+      # from a warmup in phase g; FA4 then travels in an earlier call: u with carry .fa, this one with .ff .art)
+    if [ "${Q_MODE:-artifacts}" = dir ]; then
+      rm -rf /tmp/c19f && mkdir -p /tmp/c19f && tar -xzf .art/cache_dir.tgz -C /tmp/c19f || exit 3
+      du -sh /tmp/c19f/* | tee -a "$O/processes.txt"; run dir_fresh_1 175 --cache_dir /tmp/c19f
+    else
+      ls -la .art/artifacts | tee -a "$O/processes.txt"
+      fresh_with_artifacts /tmp/c19f .art; run art_fresh_1 175 --cache_dir /tmp/c19f
+    fi ;;
 esac
 python3 benchmark/issue17_table.py --out "$O/summary.json" "$O"/*.json > "$O/table.md" 2> "$O/table.err"
 tar -czf "$OUT/issue17_$phase.tar.gz" -C "$OUT" "$phase"

@@ -10,6 +10,9 @@ Columns, all read from the reports (stage durations measured by the monitor):
   ``Load_DiT``); ``Load_Compile_Cache`` and ``Prepare_DiT`` stay in (they are part of the cold start; reports
   written before ``Prepare_DiT`` existed, ``h200/s7``–``s9``, have FA4's activation and kernel check inside
   ``Load_DiT``, so their job time leaves it out);
+- ``Total`` and the ``loads`` (the three ``Load_*`` stages): work moved into the loads (the compiler's background
+  set-up slows the text encoder's load) leaves the job time but not ``Total``;
+- ``Prepare_DiT`` (``—`` in reports from before it);
 - ``Step_0`` and its ratio to the steady step (``totals.steady_s_per_step``);
 - ``decode + mp4``: ``VAE_Decoding`` + ``Save_Video`` (with ``--encode_overlap`` the encoder runs during the decode);
 - ``compile in Step_0``: torch's compile timers charged to ``Step_0`` (``run.compile_time``): the whole frame
@@ -54,6 +57,7 @@ def row(report: dict[str, Any]) -> dict[str, Any]:
         "job_excl_load_s": st["Total"] - sum(st.get(k, 0.0) for k in LOADS) if "Total" in st else None,
         "load_s": sum(st.get(k, 0.0) for k in LOADS),
         "load_compile_cache_s": st.get("Load_Compile_Cache"),
+        "prepare_dit_s": st.get("Prepare_DiT"),
         "denoising_s": st.get("Denoising"),
         "step0_s": step0,
         "steady_s": steady,
@@ -120,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize(a.reports)
     if a.out:
         a.out.write_text(json.dumps(summary, indent=1), encoding="utf-8")
-    cols = [("job excl. load", "job_excl_load_s", 2), ("Step_0", "step0_s", 2), ("÷ steady", "step0_over_steady", 2),
+    cols = [("job excl. load", "job_excl_load_s", 2), ("Total", "total_s", 2), ("loads", "load_s", 2),
+            ("Prepare_DiT", "prepare_dit_s", 2), ("Step_0", "step0_s", 2), ("÷ steady", "step0_over_steady", 2),
             ("steady", "steady_s", 3), ("decode", "vae_decoding_s", 2), ("mp4", "save_video_s", 2),
             ("decode+mp4", "decode_plus_mp4_s", 2), ("compile@Step_0", "compile_in_step0_s", 2),
             ("backend@Step_0", "backend_in_step0_s", 2), ("peak GiB", "peak_alloc_gib", 2)]

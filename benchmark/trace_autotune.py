@@ -1,10 +1,10 @@
 """Which Triton kernels inductor benchmarks at run time in this process, and why its autotune cache did not answer.
 
-A warm process (FX graph and AOT autograd caches hit) still spent ~0.5 s in ``CachingAutotuner.benchmark_all_configs``
-on an H200 (``benchmark/results/h200/s8``). This wraps that method, records for every call the kernel, its source
-file, how many configs it benchmarked, what the autotune cache said (``autotune_cache_info``), whether a save hook
-is set and which ``.best_config`` files sit beside the kernel, then runs ``generate.py`` with the remaining
-arguments and writes the records as JSON:
+A warm process (FX graph and AOT autograd caches hit) still spent 0.50–0.60 s in
+``CachingAutotuner.benchmark_all_configs`` on an H200 (``benchmark/results/h200/s8``; 0.13–0.18 s in ``s9``).
+This wraps that method, records for every call the kernel, its source file, how many launchers it benchmarked,
+what the autotune cache said (``autotune_cache_info``), whether a save hook is set and which ``.best_config``
+files sit beside the kernel, then runs ``generate.py`` with the remaining arguments and writes the records as JSON:
 
     python benchmark/trace_autotune.py --trace_out autotune.json -- --task ti2v-5B --weights random --sample_steps 1
 
@@ -34,8 +34,7 @@ def _record(autotuner: Any, seconds: float) -> dict[str, Any]:
     return {
         "kernel": (getattr(autotuner, "inductor_meta", {}) or {}).get("kernel_name"),
         "filename": filename,
-        "launchers": len(getattr(autotuner, "launchers", []) or []),
-        "configs": len(getattr(autotuner, "configs", []) or []),
+        "launchers": len(getattr(autotuner, "launchers", []) or []),  # (its configs list is emptied once compiled)
         "autotune_cache_info": getattr(autotuner, "autotune_cache_info", None),
         "save_cache_hook": getattr(autotuner, "save_cache_hook", None) is not None,
         "best_config_files_beside": beside,

@@ -96,8 +96,14 @@ def test_issue17_table_groups_runs_and_takes_the_loading_out(tmp_path, capsys):
     assert r["decode_plus_mp4_s"] is None and r["vae_decoding_s"] == st["VAE_Decoding"]  # no mp4 in that run
     assert summary["art"]["stats"]["job_excl_load_s"]["n"] == 2
     assert r["aot_cache_step0"] is None and r["backend_in_step0_s"] is None  # the tiny run compiles nothing
+    assert r["total_s"] == st["Total"] and r["load_s"] == pytest.approx(loads) and r["prepare_dit_s"] is None
     assert mod.main([str(p) for p in sorted(tmp_path.glob("art_*.json"))]) == 0
-    assert "| art | 2 |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert out.startswith("| group | n | job excl. load | Total | loads | Prepare_DiT | Step_0 |")
+    cell = "{0:.2f} [{0:.2f}–{0:.2f}]".format  # two equal runs: median [min–max]
+    assert f"| art | 2 | {cell(st['Total'] - loads)} | {cell(st['Total'])} | {cell(loads)} | — |" in out
+    prep = dict(gold, stages=gold["stages"] + [{"name": "Prepare_DiT", "parent": "Total", "duration_s": 0.5}])
+    assert mod.row(prep)["prepare_dit_s"] == 0.5 and mod.row(prep)["job_excl_load_s"] == r["job_excl_load_s"]
     gold["run"]["compile_time"] = {"by_stage": {"Step_0": {"backend_compile": 1.25, "entire_frame_compile": 2.0}},
                                    "counts_by_stage": {"Step_0": {"aot_autograd.autograd_cache_hit": 2,
                                                                   "aot_autograd.autograd_cache_bypass": 1,

@@ -117,6 +117,27 @@ def test_host_stages_are_kept_and_scaled_only_by_the_host_profile(h100, cat):
     assert by1["VAE_Decoding"].projected_s > by1["VAE_Decoding"].measured_s
 
 
+def test_warm_seconds_drop_only_the_first_steps_excess_not_the_dits_set_up(h100, cat):
+    """Prepare_DiT (FA4's activation, the compile wrappers) is host_compile work every process pays, warm caches or
+    not: like the measured rows and the report's video_s_warm, a projected row's warm time keeps it."""
+    from wan_enhanced.bench.answer import projected_row
+    from wan_enhanced.bench.compare_inputs import Measured
+    from wan_enhanced.bench.projection import WARMUP_PART
+
+    rep = copy.deepcopy(h100)
+    load = next(s for s in rep["stages"] if s["name"] == "Load_DiT")
+    prep = copy.deepcopy(load)
+    load["duration_s"] -= 4.0  # the same run, with 4 s of its Load_DiT recorded as its own stage
+    prep.update(name="Prepare_DiT", comment=st.PREPARE_DIT.comment, duration_s=4.0)
+    rep["stages"].insert(rep["stages"].index(load) + 1, prep)
+    m = Measured(case="c", report=rep, path=Path("r.json"), gpu=None, entry=cat["h100-sxm"], status="ok", created="")
+    row = projected_row(cat["rtx-4090"], [(m, cat["h100-sxm"])], host_scale=1.0, context_gb=1.0)
+    parts = {x.name: x for x in row.projection.parts}
+    assert parts["Prepare_DiT"].bound == st.HOST_COMPILE and parts["Prepare_DiT"].projected_s == pytest.approx(4.0)
+    assert row.warm_seconds == pytest.approx(row.seconds - parts[WARMUP_PART].projected_s)
+    assert parts[WARMUP_PART].measured_s == pytest.approx(1.0)
+
+
 def test_offloaded_runs_move_their_onload_over_the_link(h100, cat):
     rep = copy.deepcopy(h100)
     rep["run"]["residency"] = "offload"  # Denoising's 1 s outside its two steps is then the DiT's onload

@@ -192,7 +192,7 @@ def test_offloaded_tiny_run_copies_each_model_in_for_its_stages_only(tiny_cfg, t
     assert torch.equal(res.latents, ref.latents)  # offloading moves weights, it changes no arithmetic
     top = [name for depth, name, _ in mon.names if depth == 0]
     # the registry's order is the pipeline's (no --save_latents here)
-    assert top == [k.name for k in stages.PIPELINE_ORDER if k is not stages.SAVE_LATENTS]
+    assert top == [k.name for k in stages.PIPELINE_ORDER if k not in (stages.SAVE_LATENTS, stages.PREPARE_DIT)]
     comments = {name: c for _, name, c in mon.names}
     assert comments["Denoising"].endswith("; offload: the DiT weights loaded for this stage count as dynamic memory")
     assert comments["VAE_Decoding"] == (f"VAE decode ({cfg.vae_dtype}); offload: the VAE weights loaded for this "

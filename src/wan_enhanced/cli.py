@@ -144,8 +144,9 @@ def _warmup(ns: argparse.Namespace) -> int:
     print(f"warmup: compile artifacts for {key.get('gpu') or 'this CPU'} ({run.get('task')} {run.get('size')}, "
           f"{run.get('frame_num')} frames, {fast.get('attention_backend')}) in {path} "
           f"({path.stat().st_size / 2**20:.1f} MiB)"
-          + (f"; FlashAttention-4's kernels beside them: {fa4['files']} files ({fa4['bytes'] / 2**20:.1f} MiB)"
-             if fa4 else ""), file=sys.stderr)
+          + ("" if not fa4 else f"; FlashAttention-4's kernels not packed ({fa4['error']}): a fresh machine builds them"
+             if "error" in fa4 else f"; FlashAttention-4's kernels beside them: {fa4['files']} files "
+             f"({fa4['bytes'] / 2**20:.1f} MiB)"), file=sys.stderr)
     return 0
 
 

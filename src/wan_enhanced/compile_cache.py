@@ -152,9 +152,7 @@ def fa4_bundle_path(cache_dir: Path, kid: str) -> Path:
 
 def _restore_fa4(cache_dir: Path, kid: str) -> str:
     """Unpack the FA4 kernels saved with the artifacts (torch's artifacts do not hold them); '' when there are none."""
-    import tarfile
-
-    from .file_bundle import unpack
+    from .file_bundle import BundleError, unpack
 
     src = fa4_bundle_path(cache_dir, kid)
     if not src.is_file():
@@ -164,8 +162,9 @@ def _restore_fa4(cache_dir: Path, kid: str) -> str:
         return "; FlashAttention-4's kernels saved with them not restored: its disk cache is off here"
     try:
         n = unpack(src, dest, FA4_SUFFIX)
-    except (OSError, EOFError, ValueError, tarfile.TarError) as exc:  # a broken bundle costs only the FA4 build
-        return f"; FlashAttention-4's kernels not restored ({type(exc).__name__}: {str(exc)[:120]}): FA4 builds them"
+    except BundleError as exc:  # a broken bundle costs only the FA4 build of what it did not restore
+        return (f"; FlashAttention-4's kernels not all restored ({exc}; {exc.count.written} written before): FA4 "
+                "builds the rest")
     refused = f", {n.refused} refused (not a plain {FA4_SUFFIX} file inside the folder)" if n.refused else ""
     return (f"; FlashAttention-4 kernels: {n.written} restored ({n.bytes / 2**20:.1f} MiB), {n.present} already "
             f"there{refused}")
@@ -186,11 +185,11 @@ def load_artifacts(cache_dir: Path, key: dict[str, Any]) -> tuple[str, str]:
     blob = folder / f"{kid}.bin"
     if blob.is_file():
         t0 = time.perf_counter()
+        fa4 = _restore_fa4(cache_dir, kid)  # FA4's kernels do not depend on torch's part: restored either way
         try:
             torch.compiler.load_cache_artifacts(blob.read_bytes())
         except Exception as exc:  # noqa: BLE001 - a broken file: compile from scratch, and say so
-            return "failed", f"{blob}: {type(exc).__name__}: {str(exc)[:200]}; compiling from scratch"
-        fa4 = _restore_fa4(cache_dir, kid)
+            return "failed", f"{blob}: {type(exc).__name__}: {str(exc)[:200]}; compiling from scratch{fa4}"
         return "loaded", (f"{blob} ({blob.stat().st_size / 2**20:.1f} MiB in {time.perf_counter() - t0:.2f} s)"
                           f"{fa4}")
     others = []
@@ -212,8 +211,11 @@ def save_artifacts(cache_dir: Path, key: dict[str, Any]) -> Path | None:
 
     With FlashAttention-4 (``key["attention_backend"] == "flash4"``) its compiled kernels are packed beside them
     (``<key id>.fa4.tar``): torch's artifacts do not hold them, and without them a fresh machine builds them again
-    (``load_artifacts`` restores them). The key file's ``fa4_kernels`` says what was packed (null: nothing).
+    (``load_artifacts`` restores them). The key file's ``fa4_kernels`` says what was packed (null: nothing;
+    ``{"error": …}``: packing failed, torch's artifacts are saved all the same); the key file is written last.
     """
+    import tarfile
+
     import torch
 
     from .atomic import atomic_output
@@ -228,10 +230,18 @@ def save_artifacts(cache_dir: Path, key: dict[str, Any]) -> Path | None:
     with atomic_output(folder / f"{kid}.bin") as tmp:
         tmp.write_bytes(data)
     fa4_dir = _fa4_dir() if key.get("attention_backend") == "flash4" else None
-    fa4 = pack(fa4_dir, FA4_SUFFIX, fa4_bundle_path(cache_dir, kid)) if fa4_dir is not None else None
+    bundle = fa4_bundle_path(cache_dir, kid)
+    fa4: dict[str, Any] | None = None
+    try:
+        packed = pack(fa4_dir, FA4_SUFFIX, bundle) if fa4_dir is not None else None
+        fa4 = {"files": packed.written, "bytes": packed.bytes} if packed is not None else None
+    except (OSError, tarfile.TarError) as exc:  # torch's artifacts stand on their own: keep them, say why
+        fa4 = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+    if fa4 is None or "error" in fa4:
+        bundle.unlink(missing_ok=True)  # an older bundle under this key is not this warmup's: never restored
     meta = {"key": key, "bytes": len(data), "info": {k: len(v) for k, v in vars(info).items()
                                                      if isinstance(v, list)} if info is not None else None,
-            "fa4_kernels": {"files": fa4.written, "bytes": fa4.bytes} if fa4 is not None else None}
+            "fa4_kernels": fa4}
     with atomic_output(folder / f"{kid}.json") as tmp:
         tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
     return folder / f"{kid}.bin"

@@ -130,8 +130,8 @@ class FastPath:
 
     def has_dit_setup(self) -> bool:
         """True when :meth:`apply_dit` has anything to do (the pipeline records it as ``Prepare_DiT`` then)."""
-        return (self.prefetch is not None or self.attention_backend == "flash4" or self.fused_qk_rope == "on"
-                or ATTENTION_BACKENDS[self.attention_backend] is not None or self.compile == "blocks")
+        return (self.prefetch is not None or self.fused_qk_rope == "on" or self.compile == "blocks"
+                or ATTENTION_BACKENDS[self.attention_backend] is not None)  # flash4 (FA4's activation) among them
 
     def apply_dit(self, dit: Any, device: torch.device | None = None) -> None:
         """Set the attention backend and compile the repeated blocks of ``dit`` (in place).

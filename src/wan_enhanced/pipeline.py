@@ -328,9 +328,10 @@ class TI2VPipeline:
             self.residency.admit(self.dit)
             apply_ulysses(self.dit, self.par)
         self.result.load_info.append(info)
-        if self.fast.has_dit_setup():  # kernels and compile set-up are not weight loading: their own stage
-            with self.stage(stages.PREPARE_DIT):
-                self.fast.apply_dit(self.dit, self.device)
+        # kernels and compile set-up are not weight loading: their own stage when there is any (always called, so
+        # a set-up step has_dit_setup forgot would only be misplaced in time, never skipped)
+        with self.stage(stages.PREPARE_DIT) if self.fast.has_dit_setup() else contextlib.nullcontext():
+            self.fast.apply_dit(self.dit, self.device)
 
     def initial_noise(self) -> torch.Tensor:
         """Gaussian latent noise from a CPU generator seeded with --base_seed (device independent)."""

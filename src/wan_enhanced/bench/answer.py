@@ -14,11 +14,18 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import stages as st
 from . import cost_model as cm
 from . import perf_model as pm
 from .compare_inputs import Measured
-from .projection import JOB_STEPS, Projection, ProjectionError, fit_verdict, profile_from_report, project
+from .projection import (
+    JOB_STEPS,
+    WARMUP_PART,
+    Projection,
+    ProjectionError,
+    fit_verdict,
+    profile_from_report,
+    project,
+)
 
 STANDARD_JOB = {"task": "ti2v-5B", "size": "1280*704", "frame_num": 121, "sample_guide_scale": 5.0}
 JOB_TITLE = "Wan2.2 TI2V-5B T2V, 1280×704, 121 frames (5 s @ 24 fps), 50 steps, CFG 5"
@@ -144,7 +151,9 @@ def projected_row(target: dict[str, Any], sources: list[tuple[Measured, dict[str
         source=f"{m.path} ({src.get('name')}, {p.profile.job_kind})", flags=f"{p.profile.flags}; {p.kernel}", fit=p.fit,
         need_gb=p.need_gb, memory_gb=p.target_memory_gb, videos_per_h_per_1k=None, usd_per_video=None,
         wh_per_video=None, projection=p,
-        warm_seconds=p.total_s - sum(x.projected_s for x in p.parts if x.bound == st.HOST_COMPILE))
+        # as the measured rows (and the report's video_s_warm): only the first step's excess; Prepare_DiT (FA4's
+        # activation, the compile wrappers) is paid by every process, warm caches or not
+        warm_seconds=p.total_s - sum(x.projected_s for x in p.parts if x.name == WARMUP_PART))
     wh, why = cm.projected_wh(p.total_s, p.profile.energy_j, m.total_s, src, target)
     row.wh_per_video = wh
     row.notes.append(f"Wh per video {why}" if wh is not None else f"Wh per video: unavailable ({why})")

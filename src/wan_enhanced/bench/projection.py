@@ -37,6 +37,8 @@ from . import reportdata as rd
 DEFAULT_CONTEXT_GB = 1.0
 MARGINAL_GB = 1.0
 JOB_STEPS = 50
+#: the part that holds the first step's excess over a steady one: what a warm process does not pay again
+WARMUP_PART = f"{st.DENOISING.name} · first-step warm-up"
 
 
 class ProjectionError(UserError):
@@ -298,7 +300,7 @@ def project(profile: RunProfile, source: dict[str, Any], target: dict[str, Any],
     parts.append(Part(f"{st.DENOISING.name} · {n} steps", st.DIT_COMPUTE, n * profile.steady_step_s, n * step,
                       step_basis + ("" if profile.timed_steps >= n else f"; steps {profile.job_kind}")))
     warm = max(0.0, profile.first_step_s - profile.steady_step_s)
-    parts.append(Part(f"{st.DENOISING.name} · first-step warm-up", st.HOST_COMPILE, warm, warm * host_scale,
+    parts.append(Part(WARMUP_PART, st.HOST_COMPILE, warm, warm * host_scale,
                       "first step's excess over a steady step (compile, kernel build, lazy init): " + host_basis))
     if profile.denoise_rest_s > 0:
         if profile.offload:

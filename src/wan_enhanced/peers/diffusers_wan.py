@@ -64,10 +64,11 @@ def run_diffusers(ckpt_dir: str | Path, preset: ModelPreset, *, variant: str = "
             pipe = WanPipeline(tokenizer=tok, text_encoder=t5, vae=vae, transformer=dit, scheduler=scheduler,
                                expand_timesteps=True)
             pipe.set_progress_bar_config(disable=True)
-            if variant == "levers":
+        if variant == "levers":  # the DiT's set-up, as ours records it: not weight loading
+            with mon.stage(st.PREPARE_DIT.name, st.PREPARE_DIT.comment):
                 dit.set_attention_backend(attention_backend)
                 dit.compile_repeated_blocks(fullgraph=True)
-                notes.append(f"levers: compile_repeated_blocks(fullgraph=True), attention backend {attention_backend}")
+            notes.append(f"levers: compile_repeated_blocks(fullgraph=True), attention backend {attention_backend}")
         with mon.stage(st.TEXT_ENCODING.name, st.TEXT_ENCODING.comment):
             pe, npe = pipe.encode_prompt(prompt=prompt, negative_prompt=negative_prompt,
                                          do_classifier_free_guidance=guide_scale > 1.0, num_videos_per_prompt=1,
