@@ -73,6 +73,14 @@ def _fa4_cache(root: Path) -> dict[str, bytes]:
     return files
 
 
+def _warmup_env(monkeypatch, tmp_path: Path) -> dict[str, bytes]:
+    """A warmup's process: torch hands out artifacts, FA4's disk cache is on and holds kernels."""
+    monkeypatch.setattr(torch.compiler, "save_cache_artifacts", lambda: (b"ARTIFACTS", None))
+    monkeypatch.setenv("FLASH_ATTENTION_CUTE_DSL_CACHE_DIR", str(tmp_path / "fa4_cute"))
+    monkeypatch.setenv(cc.FA4_CACHE_SWITCH, "1")
+    return _fa4_cache(tmp_path / "fa4_cute")
+
+
 def test_fa4_kernels_travel_with_the_artifacts_and_never_overwrite(monkeypatch, tmp_path):
     # torch's artifacts do not hold FlashAttention-4's kernels: on an H200 a fresh folder with only the artifacts
     # paid ~3.8 s more in Load_DiT than a warm one (h200/s9), part of it (not isolated) FA4 building them again
@@ -108,10 +116,7 @@ def test_fa4_kernels_travel_with_the_artifacts_and_never_overwrite(monkeypatch, 
 
 
 def test_without_fa4_no_kernels_are_packed(monkeypatch, tmp_path):
-    monkeypatch.setattr(torch.compiler, "save_cache_artifacts", lambda: (b"ARTIFACTS", None))
-    monkeypatch.setenv("FLASH_ATTENTION_CUTE_DSL_CACHE_DIR", str(tmp_path / "fa4_cute"))
-    monkeypatch.setenv(cc.FA4_CACHE_SWITCH, "1")
-    _fa4_cache(tmp_path / "fa4_cute")
+    _warmup_env(monkeypatch, tmp_path)
     key = _key(attention_backend="cudnn")
     cc.save_artifacts(tmp_path, key)
     kid = cc.key_id(key)
@@ -200,10 +205,7 @@ def test_unpack_does_not_follow_a_link_out_of_the_folder_and_pack_skips_links(tm
 
 
 def test_a_rewarmup_that_packs_nothing_removes_the_older_fa4_bundle(monkeypatch, tmp_path):
-    monkeypatch.setattr(torch.compiler, "save_cache_artifacts", lambda: (b"ARTIFACTS", None))
-    monkeypatch.setenv("FLASH_ATTENTION_CUTE_DSL_CACHE_DIR", str(tmp_path / "fa4_cute"))
-    monkeypatch.setenv(cc.FA4_CACHE_SWITCH, "1")
-    _fa4_cache(tmp_path / "fa4_cute")
+    _warmup_env(monkeypatch, tmp_path)
     key = _key(attention_backend="flash4")
     kid = cc.key_id(key)
     cc.save_artifacts(tmp_path, key)
@@ -218,10 +220,7 @@ def test_a_rewarmup_that_packs_nothing_removes_the_older_fa4_bundle(monkeypatch,
 def test_a_failed_fa4_pack_keeps_torchs_artifacts_and_says_why(monkeypatch, tmp_path):
     from wan_enhanced import file_bundle
 
-    monkeypatch.setattr(torch.compiler, "save_cache_artifacts", lambda: (b"ARTIFACTS", None))
-    monkeypatch.setenv("FLASH_ATTENTION_CUTE_DSL_CACHE_DIR", str(tmp_path / "fa4_cute"))
-    monkeypatch.setenv(cc.FA4_CACHE_SWITCH, "1")
-    _fa4_cache(tmp_path / "fa4_cute")
+    _warmup_env(monkeypatch, tmp_path)
 
     def full(*a, **k):
         raise OSError(28, "No space left on device")
