@@ -32,6 +32,7 @@
 set -uo pipefail
 phase=${1:?a, b, c, d, e, f, g, h, p, q or u}
 WARM=${WARM:-/tmp/c18a}  # the warm cache folder phases g, h and p use
+case ${Q_MODE:-artifacts} in artifacts|dir) ;; *) echo "error: Q_MODE=$Q_MODE; allowed: artifacts, dir" >&2; exit 2;; esac
 mkdir -p .site "$OUT/$phase"
 O=$OUT/$phase
 for t in .fa/*.tar.xz .ff/*.tar.xz; do  # each bundle once per machine
