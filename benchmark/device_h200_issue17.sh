@@ -26,6 +26,9 @@
 #   WARM=/tmp/c19f bash benchmark/device_h200_issue17.sh p on that machine's now warm caches. A second fresh machine
 #   can measure the whole cache folder copied instead (g leaves $OUT/cache_dir.tgz when ≤ 16 MB; put it in .art/):
 #   u (carry .fa), then Q_MODE=dir ... q (carry .ff .art).
+# Fourth round (2026-12-02, benchmark/results/h200/s10/): machine A: u (carry .ff), g, h (carry .fa); give_back; machine B:
+#   u (carry .fa), Q_PEERS=1 ... q (carry .ff .art: the first job of a fresh machine with g's artifacts, then diffusers
+#   plain in the same call); give_back; machine C: u (carry .fa), END_S=285 Q_MODE=dir ... q (carry .ff .art).
 # A call's END_S must leave the script's first ~16 s (bundles, probes) plus the run's timeout (170 s for 50 steps).
 # Every run is `generate.py --task ti2v-5B --weights random` (1280x704, 121 frames, CFG 5) with default flags unless
 # said. Logs and reports go to $OUT/<phase>/, tarred at the end; the last thing printed is the table.
@@ -80,6 +83,14 @@ warmup_if_fresh() {  # a call on a fresh machine: $WARM's caches are gone, warm 
   local sz; sz=$(stat -c %s "$OUT/cache_dir.tgz" 2>/dev/null || echo 0)
   echo "cache folder tarred: $sz bytes" | tee -a "$O/processes.txt"
   [ "$sz" -le 16000000 ] || rm -f "$OUT/cache_dir.tgz"
+}
+
+diffusers_plain() {  # diffusers' WanPipeline as documented (3 steps timed, extrapolated to 50 and labelled)
+  fits peers 200 || return 0
+  local t0=$SECONDS
+  timeout 200 python3 benchmark/peers.py --out "$O/peers" --ckpt_dir /tmp/ckpt --steps 3 --peers diffusers_plain \
+    > "$O/peers.log" 2>&1
+  echo "peers rc=$? process $((SECONDS - t0)) s" | tee -a "$O/processes.txt"
 }
 
 case $phase in
@@ -169,10 +180,7 @@ PY
     ;;
   h)  # diffusers' WanPipeline as documented (3 steps timed, extrapolated to 50 and labelled), then ours
     warmup_if_fresh
-    t0=$SECONDS
-    timeout 200 python3 benchmark/peers.py --out "$O/peers" --ckpt_dir /tmp/ckpt --steps 3 --peers diffusers_plain \
-      > "$O/peers.log" 2>&1
-    echo "peers rc=$? process $((SECONDS - t0)) s" | tee -a "$O/processes.txt"
+    diffusers_plain
     fresh_with_artifacts /tmp/c18b1 "$WARM"; run art_1 170 --cache_dir /tmp/c18b1
     fresh_with_artifacts /tmp/c18b3 "$WARM"; run art_3 170 --cache_dir /tmp/c18b3
     run warm_3 170 --cache_dir "$WARM"
@@ -213,7 +221,8 @@ PY
     else
       ls -la .art/artifacts | tee -a "$O/processes.txt"
       fresh_with_artifacts /tmp/c19f .art; run art_fresh_1 175 --cache_dir /tmp/c19f
-    fi ;;
+    fi
+    [ -z "${Q_PEERS:-}" ] || diffusers_plain ;;  # Q_PEERS=1: diffusers plain after it, in the same call
 esac
 python3 benchmark/issue17_table.py --out "$O/summary.json" "$O"/*.json > "$O/table.md" 2> "$O/table.err"
 tar -czf "$OUT/issue17_$phase.tar.gz" -C "$OUT" "$phase"

@@ -4,6 +4,11 @@ Each report is one run; runs are grouped by their file name without a trailing `
 ``art_2.json`` → ``art``), and each group's median (with min–max) is printed and written as JSON.
 
     python benchmark/issue17_table.py --out summary.json OUT/*.json
+    python benchmark/issue17_table.py --peer OUT/peers/diffusers_plain.json OUT/*.json   # + the ratio to the peer
+
+With ``--peer`` (a ``benchmark/peers.py`` peer report, run in the same device call as the reports), each group's
+median denoise + decode is set against the peer's (``estimate.core_s``: denoise extrapolated from its timed steps,
+and its decode): ``ratio`` = peer ÷ ours, printed after the table and written as ``vs_peer`` in the JSON.
 
 Columns, all read from the reports (stage durations measured by the monitor):
 - ``job excl. load``: ``Total`` minus the weight-loading stages (``Load_Text_Encoder``, ``Load_VAE``,
@@ -120,8 +125,19 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("reports", nargs="+", type=Path)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--peer", type=Path, default=None, help="a peer report of benchmark/peers.py (same call)")
     a = ap.parse_args(argv)
     summary = summarize(a.reports)
+    peer = json.loads(a.peer.read_text(encoding="utf-8")) if a.peer else None
+    if peer is not None:
+        core = (peer.get("estimate") or {}).get("core_s")
+        if core is None:
+            print(f"error: {a.peer}: no estimate.core_s (not a benchmark/peers.py peer report)", file=sys.stderr)
+            return 2
+        for d in summary.values():
+            ours = d["stats"].get("denoise_plus_decode_s", {}).get("median")
+            d["vs_peer"] = {"peer": peer.get("peer"), "kind": peer["estimate"].get("kind"), "peer_core_s": core,
+                            "ours_s": ours, "ratio": core / ours if ours else None}
     if a.out:
         a.out.write_text(json.dumps(summary, indent=1), encoding="utf-8")
     cols = [("job excl. load", "job_excl_load_s", 2), ("Total", "total_s", 2), ("loads", "load_s", 2),
@@ -134,6 +150,13 @@ def main(argv: list[str] | None = None) -> int:
     for g, d in summary.items():
         aot = ", ".join(sorted({r["aot_cache_step0"] or "—" for r in d["runs"]}))
         print(f"| {g} | {len(d['runs'])} | " + " | ".join(_fmt(d["stats"], k, n) for _, k, n in cols) + f" | {aot} |")
+    if peer is not None:
+        print(f"\n| group | ours: denoise + decode (median) | {peer.get('peer')} ({peer['estimate'].get('kind')}) "
+              "| peer ÷ ours |\n|---|---:|---:|---:|")
+        for g, d in summary.items():
+            v = d["vs_peer"]
+            print(f"| {g} | " + (f"{v['ours_s']:.2f}" if v["ours_s"] else "—") + f" | {v['peer_core_s']:.2f} | "
+                  + (f"{v['ratio']:.3f}×" if v["ratio"] else "—") + " |")
     return 0
 
 

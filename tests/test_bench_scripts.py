@@ -110,3 +110,23 @@ def test_issue17_table_groups_runs_and_takes_the_loading_out(tmp_path, capsys):
                                                                   "inductor.fxgraph_cache_hit": 3}}}
     r = mod.row(gold)
     assert (r["aot_cache_step0"], r["backend_in_step0_s"], r["compile_in_step0_s"]) == ("bypass hit×2", 1.25, 2.0)
+
+
+def test_issue17_table_sets_each_group_against_the_peer_of_the_same_call(tmp_path, capsys):
+    """--peer: ratio = the peer's denoise + decode (estimate.core_s) ÷ the group's median denoise + decode."""
+    gold = json.loads((ROOT / "tests" / "fixtures" / "golden" / "tiny_t2v_issue15.json").read_text())
+    st = {s["name"]: s["duration_s"] for s in gold["stages"]}
+    (tmp_path / "art_1.json").write_text(json.dumps(gold))
+    ours = st["Denoising"] + st["VAE_Decoding"]
+    peer = {"peer": "diffusers_plain", "estimate": {"kind": "extrapolated from 3 steps", "core_s": 3 * ours}}
+    (tmp_path / "peer.json").write_text(json.dumps(peer))
+    mod = _script("issue17_table")
+    assert mod.main(["--peer", str(tmp_path / "peer.json"), "--out", str(tmp_path / "s.json"),
+                     str(tmp_path / "art_1.json")]) == 0
+    out = capsys.readouterr().out
+    assert f"| art | {ours:.2f} | {3 * ours:.2f} | 3.000× |" in out
+    v = json.loads((tmp_path / "s.json").read_text())["art"]["vs_peer"]
+    assert v["ratio"] == pytest.approx(3.0) and v["peer"] == "diffusers_plain" and v["ours_s"] == pytest.approx(ours)
+    (tmp_path / "bad.json").write_text(json.dumps({"peer": "x"}))
+    assert mod.main(["--peer", str(tmp_path / "bad.json"), str(tmp_path / "art_1.json")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'bad.json'}: no estimate.core_s")

@@ -45,6 +45,7 @@ def test_the_compilers_caches_go_to_the_project_dir_unless_the_user_set_them(mon
 
 def test_artifacts_load_only_for_their_key_and_a_mismatch_names_the_field(monkeypatch, tmp_path):
     saved, loaded = [], []
+    _tool_dirs(monkeypatch, tmp_path)  # empty: nothing packed beside them
     monkeypatch.setattr(torch.compiler, "save_cache_artifacts", lambda: (b"ARTIFACTS", None))
     monkeypatch.setattr(torch.compiler, "load_cache_artifacts", lambda data: loaded.append(data))
     key = _key()
@@ -62,66 +63,104 @@ def test_artifacts_load_only_for_their_key_and_a_mismatch_names_the_field(monkey
     assert reason.endswith("not loaded (compiling from scratch; `wan-enhanced warmup` here makes matching ones)")
 
 
-def _fa4_cache(root: Path) -> dict[str, bytes]:
-    """A stand-in FlashAttention-4 CuTe DSL cache: <fingerprint>/<name>/<sha>.o, plus files that must not travel."""
-    files = {"f1nger/fwd/aa11.o": b"KERNEL-A", "f1nger/fwd/bb22.o": b"KERNEL-B" * 100, "f1nger/cc33.o": b"KERNEL-C"}
+def _cache(root: Path, files: dict[str, bytes]) -> dict[str, bytes]:
     for rel, data in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(data)
-    (root / "f1nger/fwd/aa11.lock").write_bytes(b"")  # FA4's lock files and half-written temporaries stay home
-    (root / "f1nger/fwd/.dd44.123.tmp.o").write_bytes(b"HALF")
     return files
 
 
-def _warmup_env(monkeypatch, tmp_path: Path) -> dict[str, bytes]:
-    """A warmup's process: torch hands out artifacts, FA4's disk cache is on and holds kernels."""
-    monkeypatch.setattr(torch.compiler, "save_cache_artifacts", lambda: (b"ARTIFACTS", None))
-    monkeypatch.setenv("FLASH_ATTENTION_CUTE_DSL_CACHE_DIR", str(tmp_path / "fa4_cute"))
+def _fa4_cache(root: Path) -> dict[str, bytes]:
+    """A stand-in FlashAttention-4 CuTe DSL cache: <fingerprint>/<name>/<sha>.o, plus files that must not travel."""
+    files = _cache(root, {"f1nger/fwd/aa11.o": b"KERNEL-A", "f1nger/fwd/bb22.o": b"KERNEL-B" * 100,
+                          "f1nger/cc33.o": b"KERNEL-C"})
+    _cache(root, {"f1nger/fwd/aa11.lock": b"", "f1nger/fwd/.dd44.123.tmp.o": b"HALF",  # locks, half-written files
+                  "f1nger/notes.txt": b"NOT A KERNEL"})
+    return files
+
+
+def _compiler_caches(root: Path) -> dict[str, dict[str, bytes]]:
+    """Stand-in inductor and Triton folders (their layouts), each with one machine's state that must not travel."""
+    ind = _cache(root / "inductor", {"fxgraph/ab/fabc/entry": b"GRAPH", "aotautograd/ax/entry": b"AOT",
+                                     "l5/cl55.py": b"KERNEL_SRC = 1", "l5/0369.best_config": b"{}"})
+    tri = _cache(root / "triton", {"HASH1/triton_k.cubin": b"CUBIN" * 50, "HASH1/triton_k.json": b"{}",
+                                   "HASH1/__grp__triton_k.json": b"{}"})
+    _cache(root / "inductor", {"locks/x.lock": b"", "l5/__pycache__/cl55.cpython-312.pyc": b"PYC"})
+    _cache(root / "triton", {"tmp.pid_77_1/triton_k.cubin": b"HALF", "HASH1/.nfs000": b"X", "HASH1/k.json.tmp": b"X"})
+    return {"inductor": ind, "triton": tri}
+
+
+def _tool_dirs(monkeypatch, root: Path) -> None:
+    """This process's inductor, Triton and FA4 folders under ``root`` (FA4's disk cache on)."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(root / "inductor"))
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(root / "triton"))
+    monkeypatch.setenv("FLASH_ATTENTION_CUTE_DSL_CACHE_DIR", str(root / "fa4_cute"))
     monkeypatch.setenv(cc.FA4_CACHE_SWITCH, "1")
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def _warmup_env(monkeypatch, tmp_path: Path) -> dict[str, bytes]:
+    """A warmup's process: torch hands out artifacts, the tool folders are under tmp_path, FA4's holds kernels."""
+    monkeypatch.setattr(torch.compiler, "save_cache_artifacts", lambda: (b"ARTIFACTS", None))
+    _tool_dirs(monkeypatch, tmp_path)
     return _fa4_cache(tmp_path / "fa4_cute")
 
 
-def test_fa4_kernels_travel_with_the_artifacts_and_never_overwrite(monkeypatch, tmp_path):
-    # torch's artifacts do not hold FlashAttention-4's kernels: on an H200 a fresh folder with only the artifacts
-    # paid ~3.8 s more in Load_DiT than a warm one (h200/s9), part of it (not isolated) FA4 building them again
+def test_the_compilers_caches_travel_with_the_artifacts_and_never_overwrite(monkeypatch, tmp_path):
+    # torch's artifacts do not hold FlashAttention-4's kernels, and with only them a fresh H200 machine's Step_0
+    # took 6.25 s against 4.65 s with the whole cache folder copied (h200/s10): the folders travel beside them
+    order = []
     monkeypatch.setattr(torch.compiler, "save_cache_artifacts", lambda: (b"ARTIFACTS", None))
-    monkeypatch.setattr(torch.compiler, "load_cache_artifacts", lambda data: None)
+    monkeypatch.setattr(torch.compiler, "load_cache_artifacts",
+                        lambda data: order.append(("torch", (fresh / "inductor" / "l5/cl55.py").is_file())))
     made, fresh = tmp_path / "made", tmp_path / "fresh"
-    monkeypatch.setenv("FLASH_ATTENTION_CUTE_DSL_CACHE_DIR", str(made / "fa4_cute"))
-    monkeypatch.setenv(cc.FA4_CACHE_SWITCH, "1")
-    files = _fa4_cache(made / "fa4_cute")
+    _tool_dirs(monkeypatch, made)
+    files = {"fa4": _fa4_cache(made / "fa4_cute"), **_compiler_caches(made)}
     key = _key(attention_backend="flash4")
     cc.save_artifacts(made, key)
     kid = cc.key_id(key)
     meta = json.loads((made / "artifacts" / f"{kid}.json").read_text())
-    assert meta["fa4_kernels"] == {"files": 3, "bytes": sum(len(b) for b in files.values())}
-    assert cc.fa4_bundle_path(made, kid).is_file()
+    assert meta["cache_parts"] == {p: {"files": len(f), "bytes": sum(len(b) for b in f.values())}
+                                   for p, f in files.items()}
+    assert sorted(p.name for p in (made / "artifacts").iterdir()) == sorted(
+        [f"{kid}.bin", f"{kid}.json", f"{kid}.fa4.tar", f"{kid}.inductor.tar", f"{kid}.triton.tar"])
     # a fresh machine: only the artifacts folder travels; one kernel of its own is already there
     (fresh / "artifacts").mkdir(parents=True)
     for f in (made / "artifacts").iterdir():
         (fresh / "artifacts" / f.name).write_bytes(f.read_bytes())
-    mine = fresh / "fa4_cute" / "f1nger/cc33.o"
-    mine.parent.mkdir(parents=True)
-    mine.write_bytes(b"MINE")
-    monkeypatch.setenv("FLASH_ATTENTION_CUTE_DSL_CACHE_DIR", str(fresh / "fa4_cute"))
+    _cache(fresh / "fa4_cute", {"f1nger/cc33.o": b"MINE"})
+    _tool_dirs(monkeypatch, fresh)
     status, reason = cc.load_artifacts(fresh, key)
-    assert status == "loaded"
-    assert reason.endswith(f"; FlashAttention-4 kernels: 2 restored ({(8 + 800) / 2**20:.1f} MiB), 1 already there")
-    got = {p.relative_to(fresh / "fa4_cute").as_posix(): p.read_bytes()
-           for p in (fresh / "fa4_cute").rglob("*") if p.is_file()}
-    assert got == {**files, "f1nger/cc33.o": b"MINE"}  # byte for byte; the machine's own file kept; no lock, no tmp
-    assert cc.load_artifacts(fresh, key)[1].endswith("0 restored (0.0 MiB), 3 already there")
+    assert status == "loaded" and order == [("torch", True)]  # restored before torch's artifacts load, as if copied
+    for part in ("inductor", "triton"):
+        assert meta["cache_parts"][part]["bytes"] == sum(len(b) for b in files[part].values())
+    assert reason.endswith(f"; cache files: fa4 2 restored ({(8 + 800) / 2**20:.1f} MiB), 1 already there; "
+                           "inductor 4 restored (0.0 MiB), 0 already there; triton 3 restored (0.0 MiB), 0 already "
+                           "there")
+    assert _files(fresh / "fa4_cute") == {**files["fa4"], "f1nger/cc33.o": b"MINE"}  # the machine's own file kept
+    assert _files(fresh / "inductor") == files["inductor"] and _files(fresh / "triton") == files["triton"]
+    assert cc.load_artifacts(fresh, key)[1].endswith("triton 0 restored (0.0 MiB), 3 already there")
     monkeypatch.setenv(cc.FA4_CACHE_SWITCH, "0")  # FA4's disk cache off here: nothing to restore into
-    assert cc.load_artifacts(fresh, key)[1].endswith("not restored: its disk cache is off here")
+    monkeypatch.delenv("TRITON_CACHE_DIR")
+    assert "; cache files: fa4 not restored (its disk cache is off here); inductor 0 restored (0.0 MiB), 4 already " \
+        "there; triton not restored (TRITON_CACHE_DIR is not set)" in cc.load_artifacts(fresh, key)[1]
 
 
-def test_without_fa4_no_kernels_are_packed(monkeypatch, tmp_path):
+def test_without_fa4_its_kernels_are_not_packed_and_an_empty_folder_packs_nothing(monkeypatch, tmp_path):
     _warmup_env(monkeypatch, tmp_path)
+    _compiler_caches(tmp_path)
     key = _key(attention_backend="cudnn")
     cc.save_artifacts(tmp_path, key)
     kid = cc.key_id(key)
-    assert json.loads((tmp_path / "artifacts" / f"{kid}.json").read_text())["fa4_kernels"] is None
-    assert not cc.fa4_bundle_path(tmp_path, kid).exists()
+    parts = json.loads((tmp_path / "artifacts" / f"{kid}.json").read_text())["cache_parts"]
+    assert parts["fa4"] is None and parts["inductor"]["files"] == 4 and parts["triton"]["files"] == 3
+    assert not cc.bundle_path(tmp_path, kid, "fa4").exists()
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "empty"))
+    cc.save_artifacts(tmp_path, key)
+    assert json.loads((tmp_path / "artifacts" / f"{kid}.json").read_text())["cache_parts"]["triton"] is None
 
 
 def test_a_bundle_member_outside_the_folder_or_not_a_kernel_is_refused(tmp_path):
@@ -133,7 +172,8 @@ def test_a_bundle_member_outside_the_folder_or_not_a_kernel_is_refused(tmp_path)
     src = tmp_path / "b.tar"
     with tarfile.open(src, "w") as tar:
         for name, data in (("../escape.o", b"X"), ("/abs.o", b"X"), ("ok/k.o", b"GOOD"), ("ok/notes.txt", b"X"),
-                           ("ok/.hidden.o", b"X")):
+                           ("ok/.hidden.o", b"X"), (".git/x.o", b"X"), ("ok/k.o.lock", b"X"),
+                           ("ok/__pycache__/m.o", b"X"), ("tmp.pid_1_2/k.o", b"X")):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
@@ -141,28 +181,29 @@ def test_a_bundle_member_outside_the_folder_or_not_a_kernel_is_refused(tmp_path)
         link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
         tar.addfile(link)
     n = unpack(src, tmp_path / "dest", ".o")
-    assert (n.written, n.present, n.refused, n.bytes) == (1, 0, 5, 4)
+    assert (n.written, n.present, n.refused, n.bytes) == (1, 0, 9, 4)
     assert [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file() and p != src] == \
         ["dest/ok/k.o"]
+    n = unpack(src, tmp_path / "any", None)  # every cache file: the text file too, still nothing unsafe
+    assert (n.written, n.refused) == (2, 8) and _files(tmp_path / "any") == {"ok/k.o": b"GOOD", "ok/notes.txt": b"X"}
 
 
-def test_a_broken_fa4_bundle_is_said_and_the_artifacts_still_load(monkeypatch, tmp_path):
+def test_a_broken_bundle_is_said_and_the_artifacts_still_load(monkeypatch, tmp_path):
     loaded = []
     monkeypatch.setattr(torch.compiler, "load_cache_artifacts", lambda data: loaded.append(data))
-    monkeypatch.setenv("FLASH_ATTENTION_CUTE_DSL_CACHE_DIR", str(tmp_path / "fa4_cute"))
-    monkeypatch.setenv(cc.FA4_CACHE_SWITCH, "1")
+    _tool_dirs(monkeypatch, tmp_path)
     key = _key(attention_backend="flash4")
     kid = cc.key_id(key)
     (tmp_path / "artifacts").mkdir()
     (tmp_path / "artifacts" / f"{kid}.bin").write_bytes(b"ARTIFACTS")
-    cc.fa4_bundle_path(tmp_path, kid).write_bytes(b"not a tar")
+    cc.bundle_path(tmp_path, kid, "inductor").write_bytes(b"not a tar")
     status, reason = cc.load_artifacts(tmp_path, key)
     assert status == "loaded" and loaded == [b"ARTIFACTS"]
-    assert reason.endswith("; FlashAttention-4's kernels not all restored (ReadError: truncated header; 0 written "
-                           "before): FA4 builds the rest")
+    assert reason.endswith("; cache files: inductor not all restored (ReadError: truncated header; 0 written "
+                           "before: the rest is compiled again)")
 
 
-def test_a_truncated_fa4_bundle_keeps_what_it_wrote_and_says_how_much(tmp_path):
+def test_a_truncated_bundle_keeps_what_it_wrote_and_says_how_much(tmp_path):
     from wan_enhanced.file_bundle import BundleError, pack, unpack
 
     src = tmp_path / "src"
@@ -183,6 +224,9 @@ def test_a_truncated_fa4_bundle_keeps_what_it_wrote_and_says_how_much(tmp_path):
     with pytest.raises(BundleError, match="more than 6000 bytes") as big:
         unpack(tmp_path / "b.tar", tmp_path / "capped", ".o", max_bytes=6000)
     assert big.value.count.written == 1
+    with pytest.raises(BundleError, match="15000 bytes, more than 6000"):  # nor is a folder too big packed
+        pack(src, None, tmp_path / "c.tar", max_bytes=6000)
+    assert not (tmp_path / "c.tar").exists()
 
 
 def test_unpack_does_not_follow_a_link_out_of_the_folder_and_pack_skips_links(tmp_path):
@@ -204,34 +248,40 @@ def test_unpack_does_not_follow_a_link_out_of_the_folder_and_pack_skips_links(tm
     assert (dest / "real.o").read_bytes() == b"R"
 
 
-def test_a_rewarmup_that_packs_nothing_removes_the_older_fa4_bundle(monkeypatch, tmp_path):
+def test_a_rewarmup_that_packs_nothing_removes_the_older_bundle(monkeypatch, tmp_path):
     _warmup_env(monkeypatch, tmp_path)
     key = _key(attention_backend="flash4")
     kid = cc.key_id(key)
     cc.save_artifacts(tmp_path, key)
-    assert cc.fa4_bundle_path(tmp_path, kid).is_file()
+    assert cc.bundle_path(tmp_path, kid, "fa4").is_file()
     for p in (tmp_path / "fa4_cute").rglob("*.o"):
         p.unlink()
     cc.save_artifacts(tmp_path, key)
-    assert not cc.fa4_bundle_path(tmp_path, kid).exists()
-    assert json.loads((tmp_path / "artifacts" / f"{kid}.json").read_text())["fa4_kernels"] is None
+    assert not cc.bundle_path(tmp_path, kid, "fa4").exists()
+    assert json.loads((tmp_path / "artifacts" / f"{kid}.json").read_text())["cache_parts"]["fa4"] is None
 
 
-def test_a_failed_fa4_pack_keeps_torchs_artifacts_and_says_why(monkeypatch, tmp_path):
+def test_a_failed_pack_keeps_torchs_artifacts_and_the_other_parts_and_says_why(monkeypatch, tmp_path):
     from wan_enhanced import file_bundle
 
     _warmup_env(monkeypatch, tmp_path)
+    _compiler_caches(tmp_path)
+    real = file_bundle.pack
 
-    def full(*a, **k):
-        raise OSError(28, "No space left on device")
+    def full(folder, suffix, dest, **kw):
+        if folder.name == "inductor":
+            raise OSError(28, "No space left on device")
+        return real(folder, suffix, dest, **kw)
 
     monkeypatch.setattr(file_bundle, "pack", full)
     key = _key(attention_backend="flash4")
     kid = cc.key_id(key)
     path = cc.save_artifacts(tmp_path, key)
-    assert path is not None and path.read_bytes() == b"ARTIFACTS" and not cc.fa4_bundle_path(tmp_path, kid).exists()
-    meta = json.loads((tmp_path / "artifacts" / f"{kid}.json").read_text())
-    assert meta["fa4_kernels"] == {"error": "OSError: [Errno 28] No space left on device"}
+    assert path is not None and path.read_bytes() == b"ARTIFACTS"
+    assert not cc.bundle_path(tmp_path, kid, "inductor").exists() and cc.bundle_path(tmp_path, kid, "fa4").is_file()
+    parts = json.loads((tmp_path / "artifacts" / f"{kid}.json").read_text())["cache_parts"]
+    assert parts["inductor"] == {"error": "OSError: [Errno 28] No space left on device"}
+    assert parts["fa4"]["files"] == 3 and parts["triton"]["files"] == 3
 
 
 def test_a_broken_artifact_file_is_said_and_the_run_compiles(monkeypatch, tmp_path):
@@ -281,6 +331,10 @@ def test_warmup_artifacts_travel_to_a_fresh_cache_dir(tmp_path):
     assert g.returncode == 0, g.stderr
     rep = json.loads((tmp_path / "r.json").read_text())
     assert rep["run"]["compile_cache"]["artifacts"] == "loaded"
+    parts = json.loads(next((tmp_path / "made" / "artifacts").glob("*.json")).read_text())["cache_parts"]
+    n = parts["inductor"]["files"]  # inductor's folder travelled with the artifacts and was restored first
+    assert n > 0 and f"; cache files: inductor {n} restored (" in rep["run"]["compile_cache"]["reason"]
+    assert f"caches beside them: inductor {n} files (" in w.stderr
     assert [s["name"] for s in rep["stages"] if s["parent"] == "Total"] == [
         "Load_Compile_Cache", "Load_Text_Encoder", "Text_Encoding", "Free_Text_Encoder", "Load_VAE", "Load_DiT",
         "Prepare_DiT", "Denoising", "Free_DiT", "VAE_Decoding"]  # the compile set-up is not weight loading
@@ -543,7 +597,9 @@ def test_apply_dit_and_apply_vae_join_the_prefetch_before_touching_the_compiler(
             calls.append("compile")
 
     monkeypatch.setattr(fastpath, "compile_vae_blocks", lambda vae: calls.append("compile vae") or 0)
-    monkeypatch.setattr(fastpath, "activate_fa4", lambda: calls.append("fa4"))
+    import time
+
+    monkeypatch.setattr(fastpath, "activate_fa4", lambda: calls.append("fa4") or time.sleep(0.05))
     monkeypatch.setattr(fastpath, "fa4_smoke_test", lambda device: None)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)  # the smoke test's device on a CPU-only torch
     restore = dict(torch._inductor.config.unsafe_marked_cacheable_functions)
@@ -555,6 +611,10 @@ def test_apply_dit_and_apply_vae_join_the_prefetch_before_touching_the_compiler(
     finally:
         torch._inductor.config.unsafe_marked_cacheable_functions = restore
     assert calls == ["join", "compile vae", "join", "fa4", "backend _native_flash", "compile"]
+    # Prepare_DiT itemized, in the order the parts ran, each charged its own time (the report's fast_path)
+    setup = fast.to_dict()["dit_setup_s"]
+    assert list(setup) == ["wait_for_prefetch", "fa4_activation", "fa4_check", "attention_backend", "compile_wrappers"]
+    assert setup["fa4_activation"] >= 0.05 and all(v >= 0 for v in setup.values())  # the sleep charged to FA4
 
 
 def test_a_failed_read_of_torchs_timers_charges_nothing_twice(monkeypatch):
@@ -574,3 +634,48 @@ def test_a_bad_prefetch_switch_is_one_line_before_anything_loads():
                        env=dict(os.environ, PYTHONPATH=str(ROOT / "src"), WAN_ENHANCED_COMPILE_PREFETCH="off"))
     assert r.returncode == 2 and r.stderr.strip() == (
         "error: WAN_ENHANCED_COMPILE_PREFETCH: 'off' is not allowed; allowed: 0 (off), 1 (on, the default)"), r.stderr
+
+
+def test_a_users_own_compiler_folders_are_not_packed_and_say_so(monkeypatch, tmp_path):
+    # a TORCHINDUCTOR_CACHE_DIR / TRITON_CACHE_DIR the user set elsewhere may be shared with other work
+    _warmup_env(monkeypatch, tmp_path / "elsewhere")
+    _compiler_caches(tmp_path / "elsewhere")
+    key = _key(attention_backend="flash4")
+    kid = cc.key_id(key)
+    cc.save_artifacts(tmp_path / "mine", key)
+    parts = json.loads((tmp_path / "mine" / "artifacts" / f"{kid}.json").read_text())["cache_parts"]
+    assert parts["fa4"]["files"] == 3  # FA4's kernels (one file type) travel from wherever its cache is
+    assert parts["inductor"] == {"skipped": f"{tmp_path / 'elsewhere' / 'inductor'} is not this cache directory's "
+                                            "own folder (TORCHINDUCTOR_CACHE_DIR set by the user)"}
+    assert "skipped" in parts["triton"] and not cc.bundle_path(tmp_path / "mine", kid, "inductor").exists()
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))  # the cache root itself: its artifacts
+    cc.save_artifacts(tmp_path / "mine", key)
+    assert "skipped" in json.loads((tmp_path / "mine" / "artifacts" / f"{kid}.json").read_text())["cache_parts"][
+        "inductor"]
+
+
+def test_triton_groups_point_at_their_files_where_they_are_restored(monkeypatch, tmp_path):
+    # Triton's __grp__*.json hold absolute paths of the machine they were made on; a missing one is a cache miss
+    monkeypatch.setattr(torch.compiler, "save_cache_artifacts", lambda: (b"ARTIFACTS", None))
+    monkeypatch.setattr(torch.compiler, "load_cache_artifacts", lambda data: None)
+    made, fresh = tmp_path / "made", tmp_path / "fresh"
+    _tool_dirs(monkeypatch, made)
+    old = made / "triton" / "HASH1"
+    _cache(made / "triton", {"HASH1/k.cubin": b"CUBIN", "HASH1/k.json": b"{}",
+                             "HASH1/__grp__k.json": json.dumps({"child_paths": {
+                                 "k.cubin": str(old / "k.cubin"), "k.json": str(old / "k.json"),
+                                 "x.so": "/elsewhere/OTHER/x.so"}}).encode(),
+                             "HASH1/__grp__bad.json": b"not json"})
+    key = _key()
+    cc.save_artifacts(made, key)
+    (fresh / "artifacts").mkdir(parents=True)
+    for f in (made / "artifacts").iterdir():
+        (fresh / "artifacts" / f.name).write_bytes(f.read_bytes())
+    _tool_dirs(monkeypatch, fresh)
+    assert cc.load_artifacts(fresh, key)[0] == "loaded"
+    grp = json.loads((fresh / "triton" / "HASH1" / "__grp__k.json").read_text())
+    new = fresh / "triton" / "HASH1"
+    assert grp == {"child_paths": {"k.cubin": str(new / "k.cubin"), "k.json": str(new / "k.json"),
+                                   "x.so": "/elsewhere/OTHER/x.so"}}  # another folder's file: left as it was
+    assert all(Path(p).is_file() for c, p in grp["child_paths"].items() if c != "x.so")
+    assert (fresh / "triton" / "HASH1" / "__grp__bad.json").read_bytes() == b"not json"

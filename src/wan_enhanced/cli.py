@@ -140,13 +140,14 @@ def _warmup(ns: argparse.Namespace) -> int:
         return 1
     import json
 
-    fa4 = json.loads(path.with_suffix(".json").read_text(encoding="utf-8")).get("fa4_kernels")
+    parts = json.loads(path.with_suffix(".json").read_text(encoding="utf-8")).get("cache_parts") or {}
+    said = [f"{p} not packed ({v['error']}): a fresh machine compiles it" if "error" in v else
+            f"{p} not packed ({v['skipped']})" if "skipped" in v else
+            f"{p} {v['files']} files ({v['bytes'] / 2**20:.1f} MiB)" for p, v in parts.items() if v]
     print(f"warmup: compile artifacts for {key.get('gpu') or 'this CPU'} ({run.get('task')} {run.get('size')}, "
           f"{run.get('frame_num')} frames, {fast.get('attention_backend')}) in {path} "
-          f"({path.stat().st_size / 2**20:.1f} MiB)"
-          + ("" if not fa4 else f"; FlashAttention-4's kernels not packed ({fa4['error']}): a fresh machine builds them"
-             if "error" in fa4 else f"; FlashAttention-4's kernels beside them: {fa4['files']} files "
-             f"({fa4['bytes'] / 2**20:.1f} MiB)"), file=sys.stderr)
+          f"({path.stat().st_size / 2**20:.1f} MiB)" + ("; caches beside them: " + ", ".join(said) if said else ""),
+          file=sys.stderr)
     return 0
 
 

@@ -3,14 +3,15 @@
 Inductor's, Triton's and FlashAttention-4's (CuTe DSL, switched on) on-disk caches go under one directory (``--cache_dir``, else ``$WAN_ENHANCED_CACHE_DIR``,
 else ``$XDG_CACHE_HOME/wan-enhanced`` or ``~/.cache/wan-enhanced``), so a second run on a machine reuses the
 first one's kernels and the directory can be copied to another machine. ``wan-enhanced warmup`` also saves
-``torch.compiler.save_cache_artifacts()`` there under a *key* — GPU, compute capability, driver, torch / Triton /
-CUDA / diffusers versions, and the settings that shape the compiled graphs — and a run whose key matches loads
+``torch.compiler.save_cache_artifacts()`` there under a *key* — GPU, compute capability, driver, Python / torch /
+Triton / CUDA / diffusers versions, and the settings that shape the compiled graphs — and a run whose key matches loads
 them (``torch.compiler.load_cache_artifacts``) before anything compiles. Artifacts made for another key are
 never loaded: the run says which field differs, instead of silently compiling from scratch. A user's own
-``TORCHINDUCTOR_CACHE_DIR`` / ``TRITON_CACHE_DIR`` are respected and said. With FlashAttention-4, warmup packs its
-compiled kernels beside the artifacts (torch's artifacts do not hold them) and a matching run restores them.
+``TORCHINDUCTOR_CACHE_DIR`` / ``TRITON_CACHE_DIR`` are respected and said. Warmup also packs the inductor and Triton
+folders (when they are this directory's own), and with FlashAttention-4 its compiled kernels (torch's artifacts do not hold them), beside the artifacts;
+a matching run restores them first, never replacing a file, so a fresh machine starts as a copied folder would.
 
-Why this module is long (~440 lines): the cache folder, the key, the artifacts with FA4's kernels, the AOT-cache
+Why this module is long (~520 lines): the cache folder, the key, the artifacts with the compilers' folders, the AOT-cache
 marks for diffusers' ``sdpa_kernel``, the compile clock and the background set-up all answer one question — what
 a process must compile and what it can reuse — and change together when torch's caching does.
 """
@@ -20,9 +21,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 CACHE_ENV = "WAN_ENHANCED_CACHE_DIR"
@@ -52,9 +54,12 @@ def _version(pkg: str) -> str | None:
 
 def machine_key(device: Any) -> dict[str, Any]:
     """What a compiled kernel depends on of the machine and the packages (``None`` where not known)."""
+    import sys
+
     import torch
 
-    key: dict[str, Any] = {"torch": torch.__version__, "cuda": torch.version.cuda, "triton": _version("triton"),
+    key: dict[str, Any] = {"python": f"{sys.version_info.major}.{sys.version_info.minor}",
+                           "torch": torch.__version__, "cuda": torch.version.cuda, "triton": _version("triton"),
                            "diffusers": _version("diffusers"), "flash_attn_4": _version("flash-attn-4"),
                            "gpu": None, "compute_capability": None, "driver": None}
     if getattr(device, "type", None) == "cuda" and torch.cuda.is_available():
@@ -135,39 +140,94 @@ def artifacts_dir(cache_dir: Path) -> Path:
     return cache_dir / "artifacts"
 
 
-#: FlashAttention-4's compiled kernels in its CuTe DSL cache (``<dir>/<source fingerprint>/<name>/<sha>.o``)
-FA4_SUFFIX = ".o"
+#: the tool caches packed beside torch's artifacts, each as ``<key id>.<part>.tar``: part -> (its folder's variable,
+#: the file ending that travels, or None: every cache file). Torch's artifacts do not hold FA4's kernels at all, and
+#: with only them a fresh H200 machine's ``Step_0`` took 6.25 s against 4.65 s with the whole cache folder copied
+#: (benchmark/results/h200/s10, one fresh machine each): the inductor and Triton folders travel too.
+CACHE_PARTS: dict[str, tuple[str, str | None]] = {"fa4": ("FLASH_ATTENTION_CUTE_DSL_CACHE_DIR", ".o"),
+                                                  "inductor": ("TORCHINDUCTOR_CACHE_DIR", None),
+                                                  "triton": ("TRITON_CACHE_DIR", None)}
 
 
-def _fa4_dir() -> Path | None:
-    """FlashAttention-4's cache folder when its disk cache is on (set by ``use_cache_dir`` or the user), else None."""
-    d = os.environ.get("FLASH_ATTENTION_CUTE_DSL_CACHE_DIR")
-    return Path(d) if d and os.environ.get(FA4_CACHE_SWITCH) == "1" else None
+def _part_dir(part: str) -> Path | None:
+    """The folder of cache ``part`` in this process (FA4's only when its disk cache is on), else None."""
+    d = os.environ.get(CACHE_PARTS[part][0])
+    if part == "fa4" and os.environ.get(FA4_CACHE_SWITCH) != "1":
+        return None
+    return Path(d) if d else None
 
 
-def fa4_bundle_path(cache_dir: Path, kid: str) -> Path:
-    """The tar of FlashAttention-4's kernels saved beside the artifacts of key ``kid``."""
-    return artifacts_dir(cache_dir) / f"{kid}.fa4.tar"
+#: the most a whole tool folder (inductor's, Triton's) may pack: the H200 job's were 2.9 + 2.6 MB (h200/s10)
+PART_MAX_BYTES = 256 * 2**20
 
 
-def _restore_fa4(cache_dir: Path, kid: str) -> str:
-    """Unpack the FA4 kernels saved with the artifacts (torch's artifacts do not hold them); '' when there are none."""
+def _packable(cache_dir: Path, part: str, src: Path) -> str | None:
+    """Why ``src`` (the folder of ``part``) is not packed whole, or None: inductor's and Triton's folders travel
+    only when they are this cache directory's own (below it, not holding its artifacts): a user's own folder may be
+    shared with other work and is left alone."""
+    if CACHE_PARTS[part][1] is not None:  # FA4's kernels (one file type) travel from wherever its cache is
+        return None
+    try:
+        root, folder = cache_dir.resolve(), src.resolve()
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    if folder == root or not folder.is_relative_to(root) or artifacts_dir(root).is_relative_to(folder):
+        return f"{src} is not this cache directory's own folder ({CACHE_PARTS[part][0]} set by the user)"
+    return None
+
+
+def _triton_group_rewrite(folder: Path) -> Callable[[str], Callable[[bytes], bytes] | None]:
+    """Triton's ``__grp__*.json`` name their files by absolute path (``child_paths``) on the machine they were made
+    on, and a group whose files are missing is a cache miss: point each at its file restored in ``folder``."""
+    def rewrite(name: str) -> Callable[[bytes], bytes] | None:
+        member = PurePosixPath(name)
+        if not (member.name.startswith("__grp__") and member.name.endswith(".json")):
+            return None
+
+        def relocate(data: bytes) -> bytes:
+            try:
+                grp = json.loads(data)
+                paths = grp["child_paths"]
+                grp["child_paths"] = {c: str(folder / member.parent / PurePosixPath(p).name)
+                                      if PurePosixPath(p).parent.name == member.parent.name else p
+                                      for c, p in paths.items()}
+            except (ValueError, KeyError, TypeError, AttributeError):
+                return data  # not a group file Triton wrote: as it is (Triton treats a bad one as a miss)
+            return json.dumps(grp).encode()
+        return relocate
+    return rewrite
+
+
+def bundle_path(cache_dir: Path, kid: str, part: str) -> Path:
+    """The tar of cache ``part`` saved beside the artifacts of key ``kid``."""
+    return artifacts_dir(cache_dir) / f"{kid}.{part}.tar"
+
+
+def _restore_part(cache_dir: Path, kid: str, part: str) -> str | None:
+    """Unpack cache ``part`` saved with the artifacts into this process's folder of it; what happened (None: no
+    bundle). Files already there are kept."""
     from .file_bundle import BundleError, unpack
 
-    src = fa4_bundle_path(cache_dir, kid)
+    src = bundle_path(cache_dir, kid, part)
     if not src.is_file():
-        return ""
-    dest = _fa4_dir()
+        return None
+    dest = _part_dir(part)
     if dest is None:
-        return "; FlashAttention-4's kernels saved with them not restored: its disk cache is off here"
+        why = "its disk cache is off here" if part == "fa4" else f"{CACHE_PARTS[part][0]} is not set"
+        return f"{part} not restored ({why})"
     try:
-        n = unpack(src, dest, FA4_SUFFIX)
-    except BundleError as exc:  # a broken bundle costs only the FA4 build of what it did not restore
-        return (f"; FlashAttention-4's kernels not all restored ({exc}; {exc.count.written} written before): FA4 "
-                "builds the rest")
-    refused = f", {n.refused} refused (not a plain {FA4_SUFFIX} file inside the folder)" if n.refused else ""
-    return (f"; FlashAttention-4 kernels: {n.written} restored ({n.bytes / 2**20:.1f} MiB), {n.present} already "
-            f"there{refused}")
+        n = unpack(src, dest, CACHE_PARTS[part][1], rewrite=_triton_group_rewrite(dest) if part == "triton" else None)
+    except BundleError as exc:  # a broken bundle costs only the compiling of what it did not restore
+        return f"{part} not all restored ({exc}; {exc.count.written} written before: the rest is compiled again)"
+    refused = f", {n.refused} refused" if n.refused else ""
+    return f"{part} {n.written} restored ({n.bytes / 2**20:.1f} MiB), {n.present} already there{refused}"
+
+
+def _restore_parts(cache_dir: Path, kid: str) -> str:
+    """Every cache part saved with the artifacts of ``kid``, restored: '' when there are none, else '; cache
+    files: …' for the reason."""
+    said = [r for r in (_restore_part(cache_dir, kid, part) for part in CACHE_PARTS) if r is not None]
+    return "; cache files: " + "; ".join(said) if said else ""
 
 
 def _differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
@@ -185,13 +245,13 @@ def load_artifacts(cache_dir: Path, key: dict[str, Any]) -> tuple[str, str]:
     blob = folder / f"{kid}.bin"
     if blob.is_file():
         t0 = time.perf_counter()
-        fa4 = _restore_fa4(cache_dir, kid)  # FA4's kernels do not depend on torch's part: restored either way
+        parts = _restore_parts(cache_dir, kid)  # restored first (as in a copied folder), and whatever torch's part does
         try:
             torch.compiler.load_cache_artifacts(blob.read_bytes())
         except Exception as exc:  # noqa: BLE001 - a broken file: compile from scratch, and say so
-            return "failed", f"{blob}: {type(exc).__name__}: {str(exc)[:200]}; compiling from scratch{fa4}"
-        return "loaded", (f"{blob} ({blob.stat().st_size / 2**20:.1f} MiB in {time.perf_counter() - t0:.2f} s)"
-                          f"{fa4}")
+            return "failed", f"{blob}: {type(exc).__name__}: {str(exc)[:200]}; compiling from scratch{parts}"
+        took = time.perf_counter() - t0  # the cache files' restoring included
+        return "loaded", f"{blob} ({blob.stat().st_size / 2**20:.1f} MiB; {took:.2f} s with its cache files){parts}"
     others = []
     for meta in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
@@ -209,17 +269,18 @@ def load_artifacts(cache_dir: Path, key: dict[str, Any]) -> tuple[str, str]:
 def save_artifacts(cache_dir: Path, key: dict[str, Any]) -> Path | None:
     """Save this process's compile artifacts under ``key``; ``None`` when torch produced none.
 
-    With FlashAttention-4 (``key["attention_backend"] == "flash4"``) its compiled kernels are packed beside them
-    (``<key id>.fa4.tar``): torch's artifacts do not hold them, and without them a fresh machine builds them again
-    (``load_artifacts`` restores them). The key file's ``fa4_kernels`` says what was packed (null: nothing;
-    ``{"error": …}``: packing failed, torch's artifacts are saved all the same); the key file is written last.
+    Beside them go the tool caches of :data:`CACHE_PARTS` (``<key id>.<part>.tar``; FA4's only when
+    ``key["attention_backend"] == "flash4"``), which ``load_artifacts`` restores. The key file's ``cache_parts`` says
+    per part what was packed (null: nothing; ``{"skipped": why}``: a user's own inductor or Triton folder, left
+    alone; ``{"error": …}``: packing failed, the rest is saved all the same); the key file is written last. A folder
+    holds what this machine compiled for every setup, so each key's bundle carries the others' kernels too.
     """
     import tarfile
 
     import torch
 
     from .atomic import atomic_output
-    from .file_bundle import pack
+    from .file_bundle import BundleError, pack
 
     got = torch.compiler.save_cache_artifacts()
     if got is None:
@@ -229,19 +290,22 @@ def save_artifacts(cache_dir: Path, key: dict[str, Any]) -> Path | None:
     kid = key_id(key)
     with atomic_output(folder / f"{kid}.bin") as tmp:
         tmp.write_bytes(data)
-    fa4_dir = _fa4_dir() if key.get("attention_backend") == "flash4" else None
-    bundle = fa4_bundle_path(cache_dir, kid)
-    fa4: dict[str, Any] | None = None
-    try:
-        packed = pack(fa4_dir, FA4_SUFFIX, bundle) if fa4_dir is not None else None
-        fa4 = {"files": packed.written, "bytes": packed.bytes} if packed is not None else None
-    except (OSError, tarfile.TarError) as exc:  # torch's artifacts stand on their own: keep them, say why
-        fa4 = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
-    if fa4 is None or "error" in fa4:
-        bundle.unlink(missing_ok=True)  # an older bundle under this key is not this warmup's: never restored
+    parts: dict[str, dict[str, Any] | None] = {}
+    for part, (_, suffix) in CACHE_PARTS.items():
+        src = _part_dir(part) if part != "fa4" or key.get("attention_backend") == "flash4" else None
+        bundle = bundle_path(cache_dir, kid, part)
+        skip = _packable(cache_dir, part, src) if src is not None else None
+        try:
+            packed = pack(src, suffix, bundle, max_bytes=PART_MAX_BYTES) if src is not None and not skip else None
+            parts[part] = ({"skipped": skip} if skip else
+                           {"files": packed.written, "bytes": packed.bytes} if packed is not None else None)
+        except (OSError, tarfile.TarError, BundleError) as exc:  # torch's artifacts stand on their own: say why
+            parts[part] = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+        if parts[part] is None or "files" not in parts[part]:
+            bundle.unlink(missing_ok=True)  # an older bundle under this key is not this warmup's: never restored
     meta = {"key": key, "bytes": len(data), "info": {k: len(v) for k, v in vars(info).items()
                                                      if isinstance(v, list)} if info is not None else None,
-            "fa4_kernels": fa4}
+            "cache_parts": parts}
     with atomic_output(folder / f"{kid}.json") as tmp:
         tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
     return folder / f"{kid}.bin"

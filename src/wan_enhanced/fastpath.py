@@ -30,6 +30,10 @@
   unchanged, ``h200/s8/f2``). ``auto`` is ``on`` on CUDA where Triton is installed; not under Ulysses.
 - ``cudnn_benchmark`` (off by default): cuDNN autotuning of the VAE's conv3d. Measured on H100: no gain
   in the steady state (6.26 s both ways); a run decodes once, so the tuning could only add time.
+
+Why this module is long (~380 lines): the levers' choice (``resolve``), their application to the DiT and the VAE
+(``apply_dit`` itemizes its own set-up) and their one-line validation read together — one rule per lever, and a
+lever's measured reason sits next to its default.
 """
 
 from __future__ import annotations
@@ -81,6 +85,8 @@ class FastPath:
     fused_qk_rope: str = "auto"
     fused_qk_rope_note: str = ""  # with 'on': whether the Triton op can run here or diffusers' arithmetic runs
     aot_cache_note: str = ""  # compiled blocks: what was marked cacheable for AOT autograd's cache, and its key
+    # what apply_dit spent, part by part (wall seconds; the parts it ran): the itemized Prepare_DiT
+    dit_setup_s: dict[str, float] = field(default_factory=dict)
     # the run's CompilePrefetch (compile_cache), joined before anything compiles; not a setting: not in to_dict
     prefetch: Any = field(default=None, repr=False, compare=False)
 
@@ -141,15 +147,31 @@ class FastPath:
         or run here. When ``auto`` chose FA4 and that fails, FA4 is deactivated and this object is updated
         in place to the backend actually used (cuDNN when compiled, SDPA's choice otherwise), with the
         reason in ``attention_note``, so the report shows what ran. An explicit ``flash4`` raises instead.
+        The seconds of each part it ran are in ``dit_setup_s`` (the report's ``run.fast_path.dit_setup_s``).
         """
+        import time
+
+        parts = self.dit_setup_s
+        parts.clear()
+        t = time.perf_counter()
+
+        def done(part: str) -> None:
+            nonlocal t
+            now = time.perf_counter()
+            parts[part] = round(now - t, 4)
+            t = now
+
         if self.prefetch is not None:  # the compiler's set-up in the background: done before FA4, the op, the compile
             self.prefetch.join()
+            done("wait_for_prefetch")
         if self.attention_backend == "flash4":
             try:
                 activate_fa4()
+                done("fa4_activation")
                 # on the run's GPU: an offloaded DiT's weights sit on the host at this point
                 fa4_smoke_test(device if device is not None and device.type == "cuda"
                                else torch.device("cuda", torch.cuda.current_device()))
+                done("fa4_check")
             except Exception as e:  # noqa: BLE001 - a beta kernel package may not load; auto must still run
                 if self.attention_note != AUTO_FA4_NOTE:
                     raise
@@ -159,6 +181,7 @@ class FastPath:
                                        f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
                                        f"{self.attention_backend} used")
                 log.warning("%s", self.attention_note)
+                done("fa4_failed")
         if self.fused_qk_rope == "on":
             from .qk_norm_rope import install, triton_rms_rope
 
@@ -167,9 +190,11 @@ class FastPath:
             self.fused_qk_rope_note = ("the Triton op runs in the self-attention" if on_gpu and triton_rms_rope()
                                        else "the Triton op cannot run here (needs a CUDA GPU and Triton): the fused "
                                             "processor computes diffusers' own arithmetic")
+            done("fused_qk_rope")
         backend = ATTENTION_BACKENDS[self.attention_backend]
         if backend is not None:
             dit.set_attention_backend(backend)
+            done("attention_backend")
         if self.compile == "blocks":
             from .compile_cache import allow_sdpa_kernel_graphs_in_cache
 
@@ -178,6 +203,7 @@ class FastPath:
                                    "blocks' sdpa_kernel no longer bypasses AOT autograd's cache"
                                    if marked else "this torch has none of the sdpa_kernel helpers to mark")
             dit.compile_repeated_blocks(fullgraph=True)
+            done("compile_wrappers")
 
     def apply_vae(self, vae: Any) -> None:
         """Put the conv weights of ``vae`` in the chosen layout and compile its decoder blocks (in place)."""

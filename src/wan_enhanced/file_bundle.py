@@ -1,7 +1,9 @@
-"""A folder's files of one kind packed into one tar file, and unpacked elsewhere without touching what is there.
+"""A cache folder's files packed into one tar file, and unpacked elsewhere without touching what is there.
 
-Used to carry a kernel cache that torch's portable artifacts do not hold (FlashAttention-4's CuTe DSL objects)
-next to those artifacts. Packing reads the plain files (not links) under a folder whose names end with a suffix.
+Used to carry compiler caches next to torch's portable artifacts (FlashAttention-4's CuTe DSL objects, which those
+artifacts do not hold, and inductor's and Triton's own folders). Packing reads the plain files (not links) under a
+folder — those whose names end with a suffix, or every cache file — and leaves out what is one machine's state:
+hidden files, lock files, temporaries (``*.tmp``, Triton's ``tmp.pid_*`` folders) and Python's ``__pycache__``.
 Unpacking writes each member whole — streamed to a temporary name beside it, then hard-linked into place, which fails
 rather than replace a file that appeared meanwhile — skips files already present, refuses anything that is not a
 plain file with a relative path that stays inside the folder (also through links already in the folder), and stops
@@ -10,17 +12,19 @@ at a size limit. What a bundle holds is trusted as much as the cache it came fro
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
 from .atomic import file_mode
 
-#: the most a bundle may write (a kernel cache holds a few MB; a larger one is not what we packed)
+#: the most a bundle may write (the H200 job's caches were 5.6 MB in all; callers pass lower caps for whole folders)
 MAX_BYTES = 2 * 2**30
 
 
@@ -42,31 +46,46 @@ class BundleError(Exception):
         self.count = count
 
 
-def pack(folder: Path, suffix: str, dest: Path) -> BundleCount | None:
-    """Pack ``folder``'s plain files ending with ``suffix`` (any depth) into the tar ``dest``; ``None`` when none.
+#: file names that are one machine's state, never a cache entry
+_LOCAL_ENDINGS = (".lock", ".tmp")
 
-    ``dest`` appears whole or not at all (written under a temporary name, then renamed).
+
+def wanted(name: str, suffix: str | None) -> bool:
+    """Is the relative path ``name`` a cache file that travels (ending with ``suffix``; ``None``: any ending)?"""
+    path = PurePosixPath(name)
+    return (bool(name) and not path.is_absolute() and ".." not in path.parts
+            and not any(part.startswith((".", "tmp.pid_")) or part == "__pycache__" for part in path.parts)
+            and not name.endswith(_LOCAL_ENDINGS) and (suffix is None or name.endswith(suffix)))
+
+
+def pack(folder: Path, suffix: str | None, dest: Path, max_bytes: int = MAX_BYTES) -> BundleCount | None:
+    """Pack ``folder``'s plain cache files (any depth; ending with ``suffix`` unless it is ``None``) into the tar
+    ``dest``; ``None`` when there are none.
+
+    ``dest`` appears whole or not at all (written under a temporary name, then renamed). Raises
+    :class:`BundleError` (and writes nothing) when the files come to more than ``max_bytes``.
     """
     from .atomic import atomic_output
 
-    files = sorted(p for p in folder.rglob(f"*{suffix}")
-                   if p.is_file() and not p.is_symlink() and not p.name.startswith(".")) if folder.is_dir() else []
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()
+                   and wanted(p.relative_to(folder).as_posix(), suffix)) if folder.is_dir() else []
     if not files:
         return None
-    size = 0
+    total = sum(p.stat().st_size for p in files)
+    if total > max_bytes:
+        raise BundleError(f"{folder}: {total} bytes, more than {max_bytes}", BundleCount())
+    size = n = 0
     with atomic_output(dest) as tmp, tarfile.open(tmp, "w") as tar:
         for p in files:
-            info = tar.gettarinfo(str(p), arcname=p.relative_to(folder).as_posix())
-            with open(p, "rb") as f:
+            try:
+                f = open(p, "rb")  # noqa: SIM115 - closed below; a file removed since the listing is skipped
+            except FileNotFoundError:
+                continue
+            with f:  # the size read from the open file: a file replaced meanwhile is packed whole, as opened
+                info = tar.gettarinfo(arcname=p.relative_to(folder).as_posix(), fileobj=f)
                 tar.addfile(info, f)
-            size += info.size
-    return BundleCount(written=len(files), bytes=size)
-
-
-def _safe(name: str, suffix: str) -> bool:
-    path = PurePosixPath(name)
-    return (bool(name) and not path.is_absolute() and ".." not in path.parts and name.endswith(suffix)
-            and not path.name.startswith("."))
+            size, n = size + info.size, n + 1
+    return BundleCount(written=n, bytes=size)
 
 
 def _inside(target: Path, folder: Path) -> bool:
@@ -94,8 +113,12 @@ def _place(data: IO[bytes], target: Path) -> bool:
         os.unlink(tmp)
 
 
-def unpack(src: Path, folder: Path, suffix: str, max_bytes: int = MAX_BYTES) -> BundleCount:
-    """Write the tar ``src``'s plain ``suffix`` files under ``folder``, keeping every file already there.
+def unpack(src: Path, folder: Path, suffix: str | None, max_bytes: int = MAX_BYTES,
+           rewrite: Callable[[str], Callable[[bytes], bytes] | None] | None = None) -> BundleCount:
+    """Write the tar ``src``'s plain cache files (see :func:`wanted`) under ``folder``, keeping every file there.
+
+    ``rewrite(name)`` may return a function that turns a member's bytes into what is written (e.g. a cache index
+    holding absolute paths of the machine it came from); members it returns None for are written as they are.
 
     Raises :class:`BundleError` (with what was written so far) for a bundle that cannot be read whole or would
     write more than ``max_bytes``.
@@ -110,7 +133,7 @@ def unpack(src: Path, folder: Path, suffix: str, max_bytes: int = MAX_BYTES) -> 
         with tarfile.open(src, "r:") as tar:
             for m in tar:
                 target = folder / PurePosixPath(m.name)
-                if not (m.isfile() and _safe(m.name, suffix) and _inside(target, folder)):
+                if not (m.isfile() and wanted(m.name, suffix) and _inside(target, folder)):
                     refused += 1
                     continue
                 if target.exists() or target.is_symlink():
@@ -118,10 +141,13 @@ def unpack(src: Path, folder: Path, suffix: str, max_bytes: int = MAX_BYTES) -> 
                     continue
                 if size + m.size > max_bytes:
                     raise BundleError(f"{src}: more than {max_bytes} bytes", count())
-                data = tar.extractfile(m)
+                data: IO[bytes] | None = tar.extractfile(m)
                 if data is None:
                     refused += 1
                     continue
+                change = rewrite(m.name) if rewrite is not None else None
+                if change is not None:
+                    data = io.BytesIO(change(data.read()))
                 if _place(data, target):
                     written, size = written + 1, size + m.size
                 else:
