@@ -128,9 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peer", type=Path, default=None, help="a peer report of benchmark/peers.py (same call)")
     a = ap.parse_args(argv)
     summary = summarize(a.reports)
-    peer = json.loads(a.peer.read_text(encoding="utf-8")) if a.peer else None
+    try:
+        peer = json.loads(a.peer.read_text(encoding="utf-8")) if a.peer else None
+    except (OSError, ValueError) as exc:
+        print(f"error: --peer {a.peer}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
     if peer is not None:
-        core = (peer.get("estimate") or {}).get("core_s")
+        core = (peer.get("estimate") or {}).get("core_s") if isinstance(peer, dict) else None
         if core is None:
             print(f"error: {a.peer}: no estimate.core_s (not a benchmark/peers.py peer report)", file=sys.stderr)
             return 2

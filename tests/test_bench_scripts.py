@@ -130,3 +130,6 @@ def test_issue17_table_sets_each_group_against_the_peer_of_the_same_call(tmp_pat
     (tmp_path / "bad.json").write_text(json.dumps({"peer": "x"}))
     assert mod.main(["--peer", str(tmp_path / "bad.json"), str(tmp_path / "art_1.json")]) == 2
     assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'bad.json'}: no estimate.core_s")
+    assert mod.main(["--peer", str(tmp_path / "missing.json"), str(tmp_path / "art_1.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --peer {tmp_path / 'missing.json'}: FileNotFoundError") and err.count("\n") == 1
