@@ -29,11 +29,16 @@
 # Fourth round (2026-12-02, benchmark/results/h200/s10/): machine A: u (carry .ff), g, h (carry .fa); give_back; machine B:
 #   u (carry .fa), Q_PEERS=1 ... q (carry .ff .art: the first job of a fresh machine with g's artifacts, then diffusers
 #   plain in the same call); give_back; machine C: u (carry .fa), END_S=285 Q_MODE=dir ... q (carry .ff .art).
+# Fifth round (benchmark/results/h200/s11/): machine A: u (carry .ff), g (carry .fa: warmup makes artifacts that now
+#   hold inductor's and Triton's folders too); give_back; machines B and C, each fresh: u (carry .fa), then
+#   Q_PEERS=1 Q_NICE=1 bash … q (carry .ff .art, .art/artifacts from A's artifacts.tgz): the first job of a fresh
+#   machine, diffusers plain, then the encoder's priority ABAB (phase n's jobs) on B, FA4's import in the
+#   background thread ABAB (Q_FA4=1, phase k's jobs) on C.
 # A call's END_S must leave the script's first ~16 s (bundles, probes) plus the run's timeout (170 s for 50 steps).
 # Every run is `generate.py --task ti2v-5B --weights random` (1280x704, 121 frames, CFG 5) with default flags unless
 # said. Logs and reports go to $OUT/<phase>/, tarred at the end; the last thing printed is the table.
 set -uo pipefail
-phase=${1:?a, b, c, d, e, f, g, h, p, q or u}
+phase=${1:?a, b, c, d, e, f, g, h, k, n, p, q or u}
 WARM=${WARM:-/tmp/c18a}  # the warm cache folder phases g, h and p use
 case ${Q_MODE:-artifacts} in artifacts|dir) ;; *) echo "error: Q_MODE=$Q_MODE; allowed: artifacts, dir" >&2; exit 2;; esac
 mkdir -p .site "$OUT/$phase"
@@ -91,6 +96,22 @@ diffusers_plain() {  # diffusers' WanPipeline as documented (3 steps timed, extr
   timeout 200 python3 benchmark/peers.py --out "$O/peers" --ckpt_dir /tmp/ckpt --steps 3 --peers diffusers_plain \
     > "$O/peers.log" 2>&1
   echo "peers rc=$? process $((SECONDS - t0)) s" | tee -a "$O/processes.txt"
+}
+
+nice_abab() {  # the streaming encoder's priority: WAN_ENHANCED_ENCODER_NICE=0 (the run's own) vs the default +10,
+  # ABAB, 1-step eager jobs (only decode + mp4 matter here); the mp4s' MD5s say whether any byte changed
+  for k in 1 2; do
+    WAN_ENHANCED_ENCODER_NICE=0 run nice0_$k 120 --compile none --sample_steps 1 --cache_dir /tmp/c19n
+    run nice10_$k 120 --compile none --sample_steps 1 --cache_dir /tmp/c19n
+  done
+  [ -z "$SAVE" ] || md5sum /tmp/nice*.mp4 > "$O/mp4_md5.txt" 2>/dev/null
+}
+fa4_prefetch_abab() {  # FA4's import in the compiler's background thread: WAN_ENHANCED_FA4_PREFETCH=0 (in Prepare_DiT)
+  # vs the default (in the thread, during the loads), ABAB, 1-step compiled jobs on the warm caches of ${1:-$WARM}
+  for k in 1 2; do
+    WAN_ENHANCED_FA4_PREFETCH=0 run fa4pf0_$k 120 --sample_steps 1 --cache_dir "${1:-$WARM}"
+    run fa4pf1_$k 120 --sample_steps 1 --cache_dir "${1:-$WARM}"
+  done
 }
 
 case $phase in
@@ -222,7 +243,13 @@ PY
       ls -la .art/artifacts | tee -a "$O/processes.txt"
       fresh_with_artifacts /tmp/c19f .art; run art_fresh_1 175 --cache_dir /tmp/c19f
     fi
-    [ -z "${Q_PEERS:-}" ] || diffusers_plain ;;  # Q_PEERS=1: diffusers plain after it, in the same call
+    [ -z "${Q_PEERS:-}" ] || diffusers_plain  # Q_PEERS=1: diffusers plain after it, in the same call
+    [ -z "${Q_NICE:-}" ] || nice_abab  # Q_NICE=1: then phase n's jobs
+    [ -z "${Q_FA4:-}" ] || fa4_prefetch_abab /tmp/c19f ;;  # Q_FA4=1: then phase k's jobs on this call's folder
+  k)  # FA4's import in the background thread, off/on
+    fa4_prefetch_abab ;;
+  n)  # the encoder's priority (lever 2's decode slowdown while x264 runs on every core)
+    nice_abab ;;
 esac
 python3 benchmark/issue17_table.py --out "$O/summary.json" "$O"/*.json > "$O/table.md" 2> "$O/table.err"
 tar -czf "$OUT/issue17_$phase.tar.gz" -C "$OUT" "$phase"

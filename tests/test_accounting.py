@@ -101,7 +101,11 @@ def test_warm_totals_take_the_first_call_apart():
 def test_totals_carry_the_warm_figures_and_the_flop_scope_of_throughput(plain, warm):
     for out in (plain, warm):
         t = out.report["totals"]
-        assert t["steady_s_per_step"]["value"] > 0 and t["video_s_warm"]["value"] < t["wall_s"]["value"]
+        assert t["steady_s_per_step"]["value"] > 0
+        # the arithmetic, not its sign: on a loaded 2-core CPU the tiny preset's Step_0 can beat the median step
+        st = {s["name"]: s["duration_s"] for s in out.report["stages"]}
+        first = st.get("Warmup", 0.0) + st["Step_0"] - t["steady_s_per_step"]["value"]
+        assert t["video_s_warm"]["value"] == pytest.approx(t["wall_s"]["value"] - first, abs=1e-5)
         den = next(s for s in out.report["stages"] if s["name"] == "Denoising")
         assert t["scope_flops"]["value"] == den["flops"]["value"]
         assert t["tflops_per_s"]["value"] == pytest.approx(den["flops"]["value"] / den["duration_s"] / 1e12, rel=1e-3)

@@ -516,7 +516,7 @@ def test_the_compile_prefetch_runs_in_a_thread_and_join_says_how_long_it_waited(
     waited = p.join()
     assert seen["thread"] == "wan-enhanced-compile-prefetch" and waited >= 0.1
     assert p.to_dict() == {"what": "import torch._inductor.compile_fx; torch_key(); CacheBase.get_system() (in a thread)",
-                           "enabled": True, "why": None, "seconds": 0.5, "wait_s": waited, "error": None}
+                           "enabled": True, "why": None, "seconds": 0.5, "parts": {}, "wait_s": waited, "error": None}
     assert cc.CompilePrefetch().join() == pytest.approx(0.0, abs=0.05)  # never started: nothing to wait for
 
 
@@ -543,6 +543,51 @@ def test_a_failing_prefetch_is_said_and_the_switch_turns_it_off(monkeypatch):
         assert cc.CompilePrefetch.enabled() is on
 
 
+def test_the_prefetch_imports_the_given_modules_in_its_thread_and_records_a_failed_one(tmp_path, monkeypatch):
+    (tmp_path / "probe_fa4_mod.py").write_text("import threading\nTHREAD = threading.current_thread().name\n")
+    (tmp_path / "probe_broken_mod.py").write_text("raise ImportError('no kernels here')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    p = cc.CompilePrefetch(None, ("probe_fa4_mod", "probe_broken_mod")).start()
+    p.join()
+    import probe_fa4_mod
+
+    assert probe_fa4_mod.THREAD == "wan-enhanced-compile-prefetch"
+    d = p.to_dict()
+    assert d["what"] == ("import torch._inductor.compile_fx; torch_key(); CacheBase.get_system(); import probe_fa4_mod, "
+                         "probe_broken_mod (in a thread)")
+    assert list(d["parts"]) == ["compiler", "probe_fa4_mod", "probe_broken_mod"]
+    assert d["seconds"] >= sum(d["parts"].values()) - 1e-3
+    assert d["error"] == "import probe_broken_mod: ImportError: no kernels here"
+    assert "probe_broken_mod" not in sys.modules  # its user imports it again and raises there
+
+
+@pytest.mark.parametrize(("backend", "env", "imports"), [("flash4", None, ("wan_enhanced.attention_fa4",)),
+                                                          ("flash4", "0", ()), ("cudnn", None, ())])
+def test_start_prefetch_adds_fa4s_import_only_when_the_dit_runs_fa4(monkeypatch, backend, env, imports):
+    from types import SimpleNamespace
+
+    from wan_enhanced.run import start_prefetch
+
+    made = []
+    monkeypatch.setattr(cc.CompilePrefetch, "start", lambda self: made.append(self) or self)
+    if env is None:
+        monkeypatch.delenv(cc.CompilePrefetch.FA4_ENV, raising=False)
+    else:
+        monkeypatch.setenv(cc.CompilePrefetch.FA4_ENV, env)
+    state = SimpleNamespace(prefetch=None)
+    pipe = SimpleNamespace(fast=SimpleNamespace(compile="blocks", attention_backend=backend, prefetch=None))
+    start_prefetch(state, torch.device("cpu"), pipe)
+    assert made[0].imports == imports and state.prefetch is made[0]
+
+
+def test_a_bad_fa4_prefetch_switch_is_one_line_before_anything_loads():
+    r = subprocess.run([sys.executable, str(ROOT / "generate.py"), "--task", "tiny", "--device", "cpu"],
+                       capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT / "src"), WAN_ENHANCED_FA4_PREFETCH="yes"))
+    assert r.returncode == 2 and r.stderr.strip() == (
+        "error: WAN_ENHANCED_FA4_PREFETCH: 'yes' is not allowed; allowed: 0 (off), 1 (on, the default)"), r.stderr
+
+
 def test_a_compiled_run_starts_the_prefetch_and_a_plain_one_does_not(tmp_path, monkeypatch):
     from wan_enhanced.config import RunConfig, validate
     from wan_enhanced.pipeline import TI2VPipeline
@@ -567,7 +612,8 @@ def test_a_compiled_run_starts_the_prefetch_and_a_plain_one_does_not(tmp_path, m
     assert started == [state.prefetch] and pipe.fast.prefetch is state.prefetch and state.prefetch.device_index is None
     assert "prefetch" not in pipe.fast.to_dict()  # the handle is not a setting
     assert state.to_dict()["prefetch"] == {"what": cc.CompilePrefetch.WHAT, "enabled": True, "why": None,
-                                           "seconds": None, "wait_s": None, "error": None}
+                                           "seconds": None, "parts": {}, "wait_s": None, "error": None}
+    assert state.prefetch.imports == ()  # the CPU runs no FA4: nothing more to import
     started.clear()
     state, pipe = prepared("none")
     assert state.prefetch is None and pipe.fast.prefetch is None and not started
@@ -576,7 +622,7 @@ def test_a_compiled_run_starts_the_prefetch_and_a_plain_one_does_not(tmp_path, m
     assert not started and pipe.fast.prefetch is None
     assert state.to_dict()["prefetch"] == {"what": cc.CompilePrefetch.WHAT, "enabled": False,
                                            "why": "WAN_ENHANCED_COMPILE_PREFETCH=0", "seconds": None,
-                                           "wait_s": None, "error": None}
+                                           "parts": {}, "wait_s": None, "error": None}
 
 
 def test_apply_dit_and_apply_vae_join_the_prefetch_before_touching_the_compiler(monkeypatch):

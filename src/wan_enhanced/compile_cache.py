@@ -19,6 +19,7 @@ a process must compile and what it can reuse — and change together when torch'
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 from collections.abc import Callable
@@ -323,15 +324,25 @@ class CompilePrefetch:
     compiled VAE) and ``apply_dit`` (FA4, the Triton op, the compile) do — so the only imports beside it are the
     model loaders'; ``join`` says how long it waited. The thread's own torch timers land in ``run.compile_time`` under
     the stage that ended next (a load stage). ``WAN_ENHANCED_COMPILE_PREFETCH=0`` switches it off (to measure it).
+
+    ``imports``: modules the thread imports after that — FlashAttention-4's (``wan_enhanced.attention_fa4``, which
+    imports ``flash_attn.cute`` and the CuTe DSL) when the run uses FA4: ``Prepare_DiT``'s ``fa4_activation`` was
+    that import, 3.7–4.7 s on an H200 (``h200/s11/g``). ``WAN_ENHANCED_FA4_PREFETCH=0`` leaves it to
+    ``Prepare_DiT``. A failed import is only recorded: FA4's activation imports again and says why.
     """
 
     ENV = "WAN_ENHANCED_COMPILE_PREFETCH"
+    FA4_ENV = "WAN_ENHANCED_FA4_PREFETCH"
     WHAT = "import torch._inductor.compile_fx; torch_key(); CacheBase.get_system() (in a thread)"
 
-    def __init__(self, device_index: int | None = None) -> None:
+    def __init__(self, device_index: int | None = None, imports: tuple[str, ...] = ()) -> None:
         import threading
 
         self.device_index = device_index  # the run's GPU: get_system() reads the current device's name
+        self.imports = imports
+        self.what = self.WHAT if not imports else self.WHAT.replace(" (in a thread)", "; import " +
+                                                                    ", ".join(imports) + " (in a thread)")
+        self.parts: dict[str, float] = {}  # the thread's seconds: "compiler", then each module of ``imports``
         self.seconds: float | None = None
         self.wait_s: float | None = None
         self.error: str | None = None
@@ -343,19 +354,26 @@ class CompilePrefetch:
         return os.environ.get(cls.ENV, "1").strip() != "0"
 
     @classmethod
-    def check_env(cls) -> None:
-        """A one-line ``ConfigError`` for a value of ``WAN_ENHANCED_COMPILE_PREFETCH`` other than 0 or 1."""
-        value = os.environ.get(cls.ENV)
-        if value is not None and value.strip() not in ("0", "1"):
-            from .errors import ConfigError
+    def fa4_enabled(cls) -> bool:
+        """Unless ``WAN_ENHANCED_FA4_PREFETCH`` is ``0``: FA4's import goes into the thread."""
+        return os.environ.get(cls.FA4_ENV, "1").strip() != "0"
 
-            raise ConfigError(f"{cls.ENV}: {value!r} is not allowed; allowed: 0 (off), 1 (on, the default)")
+    @classmethod
+    def check_env(cls) -> None:
+        """A one-line ``ConfigError`` for a value of ``WAN_ENHANCED_COMPILE_PREFETCH`` or
+        ``WAN_ENHANCED_FA4_PREFETCH`` other than 0 or 1."""
+        for env in (cls.ENV, cls.FA4_ENV):
+            value = os.environ.get(env)
+            if value is not None and value.strip() not in ("0", "1"):
+                from .errors import ConfigError
+
+                raise ConfigError(f"{env}: {value!r} is not allowed; allowed: 0 (off), 1 (on, the default)")
 
     @classmethod
     def switched_off(cls) -> dict[str, Any]:
         """The report's entry when a compiled run had it switched off."""
-        return {"what": cls.WHAT, "enabled": False, "why": f"{cls.ENV}=0", "seconds": None, "wait_s": None,
-                "error": None}
+        return {"what": cls.WHAT, "enabled": False, "why": f"{cls.ENV}=0", "seconds": None, "parts": {},
+                "wait_s": None, "error": None}
 
     def start(self) -> CompilePrefetch:
         """Begin in the background (Dynamo is imported here first, in the calling thread)."""
@@ -380,6 +398,14 @@ class CompilePrefetch:
             CacheBase.get_system()  # Triton's key and the GPU's name
         except Exception as exc:  # noqa: BLE001 - the compile does this work itself then; said in the report
             self.error = f"{type(exc).__name__}: {exc}"[:300]
+        self.parts["compiler"] = round(time.perf_counter() - t0, 4)
+        for name in self.imports:
+            t1 = time.perf_counter()
+            try:
+                importlib.import_module(name)
+            except Exception as exc:  # noqa: BLE001 - its user imports it again and says why
+                self.error = "; ".join(filter(None, [self.error, f"import {name}: {type(exc).__name__}: {exc}"[:300]]))
+            self.parts[name] = round(time.perf_counter() - t1, 4)
         self.seconds = round(time.perf_counter() - t0, 4)
 
     def join(self, timeout: float | None = None) -> float:
@@ -396,8 +422,8 @@ class CompilePrefetch:
 
     def to_dict(self) -> dict[str, Any]:
         """As recorded in reports (``run.compile_cache.prefetch``)."""
-        return {"what": self.WHAT, "enabled": True, "why": None, "seconds": self.seconds, "wait_s": self.wait_s,
-                "error": self.error}
+        return {"what": self.what, "enabled": True, "why": None, "seconds": self.seconds, "parts": dict(self.parts),
+                "wait_s": self.wait_s, "error": self.error}
 
 
 #: the torch helpers Dynamo writes into a graph for ``with torch.nn.attention.sdpa_kernel(...)`` (diffusers'

@@ -176,6 +176,9 @@ def validate(cfg: RunConfig, *, world_size: int | None = None, cuda_available: b
     from .compile_cache import CompilePrefetch
 
     CompilePrefetch.check_env()
+    from .video import encoder_nice
+
+    encoder_nice()  # WAN_ENHANCED_ENCODER_NICE: a bad value is a one-line error here, before weights load
     ws = env_world_size() if world_size is None else world_size
     w, h = r.width_height
     tokens = video_tokens(r.frame_num, h, w, p.vae_stride, p.patch_size)

@@ -443,7 +443,8 @@ class TI2VPipeline:
     def save(self, frames: np.ndarray, path: str, stream: Mp4Stream | None = None) -> str:
         """Write the mp4 at the preset's fps; with ``stream`` (fed during decoding) finish that one instead."""
         comment = (f"{stages.SAVE_VIDEO.comment}: the rest of the H.264 encoding, which ran during VAE_Decoding "
-                   f"({stream.frames_written} of {len(frames)} frames done when decoding ended)") if stream else None
+                   f"({stream.frames_written} of {len(frames)} frames done when decoding ended; encoder at nice "
+                   f"+{stream.nice_applied})") if stream else None
         with self.stage(stages.SAVE_VIDEO, comment):
             out = str(stream.finish() if stream is not None else save_mp4(frames, path, fps=self.preset.fps))
         self.result.video_path = out

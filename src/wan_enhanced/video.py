@@ -8,6 +8,11 @@ finished cleanly; on any failure, an interrupt included, the temporary file is r
 ffmpeg runs with its terminal log off and its errors written to a private log (``FFREPORT``), so that a
 failure is one ``OSError`` line with the real reason: the OS's error when the folder vanished or stopped
 accepting files, else ffmpeg's own error line — not a broken pipe and a page of ffmpeg output.
+
+While frames stream in (:class:`Mp4Stream`), the encoder thread and the ffmpeg process it starts run at a lower
+CPU priority (``nice`` +10 on Linux, ``WAN_ENHANCED_ENCODER_NICE``): x264 on every core otherwise takes CPU time
+from the thread that launches the VAE's kernels. Priority changes who waits, not what x264 computes: its thread
+count comes from the number of cores, so the file is the same.
 """
 
 from __future__ import annotations
@@ -27,6 +32,44 @@ from .writable import os_reason, probe_directory
 FFMPEG_LOG_LEVEL = 16  # "error": the report log holds ffmpeg's error lines only
 _LOG_NOISE = re.compile(r"^(ffmpeg started on|Report written to|Command line:|Log level:)")
 _LOG_PREFIX = re.compile(r"^\[[^\]]*@ 0x[0-9a-f]+\] ")  # "[out#0/mp4 @ 0x55d…] "
+ENCODER_NICE_ENV = "WAN_ENHANCED_ENCODER_NICE"
+ENCODER_NICE_DEFAULT = 10
+
+
+def encoder_nice() -> int:
+    """How much ``nice`` the streaming encoder adds to its thread and ffmpeg (``WAN_ENHANCED_ENCODER_NICE``, 0–19).
+
+    Raises a one-line ``ConfigError`` for any other value (``config.validate`` calls it before weights load).
+    """
+    value = os.environ.get(ENCODER_NICE_ENV)
+    if value is None:
+        return ENCODER_NICE_DEFAULT
+    if value.strip().isdigit() and 0 <= int(value) <= 19:
+        return int(value)
+    from .errors import ConfigError
+
+    raise ConfigError(f"{ENCODER_NICE_ENV}: {value!r} is not allowed; allowed: an integer from 0 (the same priority "
+                      f"as the run) to 19 (default {ENCODER_NICE_DEFAULT})")
+
+
+def lower_thread_priority(increment: int) -> int:
+    """Add ``increment`` to the calling thread's nice value (Linux: per thread; its child processes inherit it).
+
+    Returns the increment applied: 0 where threads have no nice value of their own (not Linux) or the call fails.
+    """
+    import sys
+    import threading
+
+    if increment <= 0 or not sys.platform.startswith("linux"):
+        return 0
+    tid = threading.get_native_id()
+    try:
+        now = os.getpriority(os.PRIO_PROCESS, tid)
+        target = min(19, now + increment)
+        os.setpriority(os.PRIO_PROCESS, tid, target)
+    except OSError:
+        return 0
+    return target - now
 
 
 @contextlib.contextmanager
@@ -105,6 +148,8 @@ class Mp4Stream:
         self.final = Path(path)
         self.fps = fps
         self.frames_written = 0
+        self.nice = encoder_nice()  # the increment asked for; ``nice_applied`` is what the thread got
+        self.nice_applied: int | None = None
         self._stack = contextlib.ExitStack()
         try:
             self._log_dir = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="wan-ffmpeg-")))
@@ -126,6 +171,7 @@ class Mp4Stream:
         import imageio.v2 as imageio
 
         try:
+            self.nice_applied = lower_thread_priority(self.nice)  # before ffmpeg starts: it inherits the value
             self._writer = imageio.get_writer(self.tmp, fps=self.fps, codec="libx264", quality=8,
                                               macro_block_size=1, ffmpeg_log_level="quiet")
             while (chunk := self._queue.get()) is not None:
