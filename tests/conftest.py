@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from wan_enhanced.config import RunConfig, validate
+
+
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """Put ``os.environ`` back after each test.
+
+    A run points the compilers at its cache directory through the environment (``TORCHINDUCTOR_CACHE_DIR`` and
+    friends, set by design for the process); in a test process that would leak into later tests and into the
+    subprocesses they start, which then take those folders for the user's own.
+    """
+    saved = dict(os.environ)
+    yield
+    if dict(os.environ) != saved:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 @pytest.fixture

@@ -580,14 +580,6 @@ def test_start_prefetch_adds_fa4s_import_only_when_the_dit_runs_fa4(monkeypatch,
     assert made[0].imports == imports and state.prefetch is made[0]
 
 
-def test_a_bad_fa4_prefetch_switch_is_one_line_before_anything_loads():
-    r = subprocess.run([sys.executable, str(ROOT / "generate.py"), "--task", "tiny", "--device", "cpu"],
-                       capture_output=True, text=True, timeout=120,
-                       env=dict(os.environ, PYTHONPATH=str(ROOT / "src"), WAN_ENHANCED_FA4_PREFETCH="yes"))
-    assert r.returncode == 2 and r.stderr.strip() == (
-        "error: WAN_ENHANCED_FA4_PREFETCH: 'yes' is not allowed; allowed: 0 (off), 1 (on, the default)"), r.stderr
-
-
 def test_a_compiled_run_starts_the_prefetch_and_a_plain_one_does_not(tmp_path, monkeypatch):
     from wan_enhanced.config import RunConfig, validate
     from wan_enhanced.pipeline import TI2VPipeline
@@ -674,12 +666,13 @@ def test_a_failed_read_of_torchs_timers_charges_nothing_twice(monkeypatch):
     assert clock.by_stage == {"B": {"backend_compile": 2.0}}
 
 
-def test_a_bad_prefetch_switch_is_one_line_before_anything_loads():
+@pytest.mark.parametrize("var, value", [("WAN_ENHANCED_COMPILE_PREFETCH", "off"), ("WAN_ENHANCED_FA4_PREFETCH", "yes")])
+def test_a_bad_prefetch_switch_is_one_line_before_anything_loads(var, value):
     r = subprocess.run([sys.executable, str(ROOT / "generate.py"), "--task", "tiny", "--device", "cpu"],
                        capture_output=True, text=True, timeout=120,
-                       env=dict(os.environ, PYTHONPATH=str(ROOT / "src"), WAN_ENHANCED_COMPILE_PREFETCH="off"))
+                       env=dict(os.environ, PYTHONPATH=str(ROOT / "src"), **{var: value}))
     assert r.returncode == 2 and r.stderr.strip() == (
-        "error: WAN_ENHANCED_COMPILE_PREFETCH: 'off' is not allowed; allowed: 0 (off), 1 (on, the default)"), r.stderr
+        f"error: {var}: {value!r} is not allowed; allowed: 0 (off), 1 (on, the default)"), r.stderr
 
 
 def test_a_users_own_compiler_folders_are_not_packed_and_say_so(monkeypatch, tmp_path):
