@@ -34,6 +34,8 @@
 #   Q_PEERS=1 Q_NICE=1 bash … q (carry .ff .art, .art/artifacts from A's artifacts.tgz): the first job of a fresh
 #   machine, diffusers plain, then the encoder's priority ABAB (phase n's jobs) on B, FA4's import in the
 #   background thread ABAB (Q_FA4=1, phase k's jobs) on C.
+# Sixth round (benchmark/results/h200/s12/, run as the fifth was planned): machine A: u (carry .ff), g (carry .fa);
+#   machine B: u (carry .fa), END_S=480 Q_PEERS=1 Q_FA4=1 ... q (carry .ff .art); Q_NICE=1 not run.
 # A call's END_S must leave the script's first ~16 s (bundles, probes) plus the run's timeout (170 s for 50 steps).
 # Every run is `generate.py --task ti2v-5B --weights random` (1280x704, 121 frames, CFG 5) with default flags unless
 # said. Logs and reports go to $OUT/<phase>/, tarred at the end; the last thing printed is the table.
